@@ -1,0 +1,12 @@
+"""art-purifiers: adversarial-purification defences as ART preprocessors.
+
+Each defence is a :class:`PurifierPreprocessor`, ready for
+``PyTorchClassifier(..., preprocessing_defences=[defence])``.
+"""
+
+from art_purifiers.base import GRADIENT_MODES, PurifierPreprocessor
+from art_purifiers.defences import ResamplingPreprocessor
+
+__version__ = "0.1.0"
+
+__all__ = ["GRADIENT_MODES", "PurifierPreprocessor", "ResamplingPreprocessor", "__version__"]

@@ -1,0 +1,222 @@
+"""The shared ART adapter that every purification defence subclasses.
+
+:class:`PurifierPreprocessor` solves, once, the parts of ART's ``PreprocessorPyTorch`` contract that are
+easy to get subtly wrong (see ``docs/evaluating.md`` and ART 1.20's ``art/estimators/pytorch.py``):
+
+* ART back-propagates through :meth:`forward` when every preprocessing step is a ``PreprocessorPyTorch``,
+  and through :meth:`estimate_forward` otherwise (the numpy path). Both must give the same gradient, so
+  BPDA (identity backward, Athalye et al. 2018) is built into :meth:`forward` as a straight-through
+  estimator and :meth:`estimate_forward` returns the identity in that mode.
+* ``PyTorchClassifier.predict`` hands the *whole* input array to the defence under ``torch.no_grad()``;
+  the purification therefore runs in chunks of ``batch_size`` samples.
+* HopSkipJump under numpy 2 produces float64 queries; the output is always float32.
+* Tensors and networks follow ``x.device``, not ``self.device`` (the estimator and the defence may have
+  been given different ``device_type`` values).
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from torch import nn
+
+GRADIENT_MODES = ("exact", "bpda")
+
+
+class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
+    """Base class of every ``art_purifiers`` defence.
+
+    A subclass implements only :meth:`purify` (and, if it holds networks, registers them with
+    :meth:`register_network`). Everything else is shared: input checks, dtype, device, chunking, gradient
+    modes and seeding.
+
+    | Please keep in mind the limitations of defences. For evaluations of purification defences under
+      adaptive attacks see https://arxiv.org/abs/1802.00420 and https://arxiv.org/abs/2002.08347 .
+
+    :param gradient: ``"exact"`` back-propagates through the purifier (the full adaptive attack);
+        ``"bpda"`` uses the identity in the backward pass (Backward Pass Differentiable Approximation):
+        the returned gradient is the classifier's gradient at the purified point. Non-differentiable
+        defences accept only ``"bpda"``.
+    :param batch_size: Number of samples purified at once; bounds memory when ART passes thousands of
+        samples (HopSkipJump, ``predict`` on a whole test set).
+    :param clip_values: ``(min, max)`` range of valid input values; inputs outside it are rejected and the
+        output is clipped to it.
+    :param channels: Number of image channels expected on axis 1.
+    :param channels_first: Must be ``True``: inputs are NCHW. Present so ART can synchronise it.
+    :param seed: Seed of the defence's randomness. With an integer, every call draws the same random
+        numbers (identical outputs for identical inputs and ``batch_size``); with ``None``, every call
+        draws fresh ones. Deterministic defences ignore it.
+    :param device_type: ``"gpu"`` or ``"cpu"``, as in ART; used only by the numpy ``__call__`` path. The
+        PyTorch path always runs on the device of its input tensor.
+    :param apply_fit: Apply the defence during ``fit`` (default ``False``: purifiers are test-time only).
+    :param apply_predict: Apply the defence during ``predict`` and every gradient call.
+    """
+
+    params = ["gradient", "batch_size", "clip_values", "channels", "channels_first", "seed"]
+
+    #: Whether autograd through :meth:`purify` gives a meaningful gradient.
+    differentiable: bool = True
+    #: Whether :meth:`purify` draws random numbers (the defence then needs EOT to be attacked properly).
+    randomized: bool = False
+
+    def __init__(
+        self,
+        *,
+        gradient: str = "exact",
+        batch_size: int = 256,
+        clip_values: tuple[float, float] = (0.0, 1.0),
+        channels: int = 3,
+        channels_first: bool = True,
+        seed: int | None = None,
+        device_type: str = "gpu",
+        apply_fit: bool = False,
+        apply_predict: bool = True,
+    ) -> None:
+        super().__init__(device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        self.gradient = gradient
+        self.batch_size = batch_size
+        self.clip_values = clip_values
+        self.channels = channels
+        self.channels_first = channels_first
+        self.seed = seed
+        self._networks: dict[str, nn.Module] = {}
+
+    # ----------------------------------------------------------------------------------------------
+    # What a subclass implements
+    # ----------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Purify one chunk of images.
+
+        :param x: Images of shape ``(n, C, H, W)``, float32, on the device the defence runs on, values in
+            ``clip_values``. ``1 <= n <= batch_size``.
+        :param generator: CPU random generator for this call; draw every random number from it (on the
+            CPU, then move it) so that a fixed ``seed`` reproduces the output on any device.
+        :return: Purified images, float32, same shape and device as ``x``. In ``"exact"`` mode they must be
+            differentiable with respect to ``x``.
+        """
+        raise NotImplementedError
+
+    def register_network(self, name: str, network: nn.Module) -> nn.Module:
+        """Freeze ``network`` (``eval()``, no parameter gradients) and let the base move it to the input's
+        device on every call. Returns the network."""
+        network.eval()
+        network.requires_grad_(False)
+        self._networks[name] = network
+        setattr(self, name, network)
+        return network
+
+    # ----------------------------------------------------------------------------------------------
+    # ART interface
+    # ----------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Purify ``x`` of shape ``(N, C, H, W)`` (any float dtype, values in ``clip_values``).
+
+        :return: ``(purified float32 tensor of shape (N, C, H, W), y unchanged)``. In ``"bpda"`` mode the
+            value is the purified image and the gradient is the identity.
+        """
+        x32 = self._validated_float32(x)
+        self._networks_to(x32.device)
+        generator = self._call_generator()
+        if self.gradient == "exact":
+            return self._purify_in_chunks(x32, generator), y
+        with torch.no_grad():
+            purified = self._purify_in_chunks(x32.detach(), generator)
+        # Straight-through: forward value = purify(x), backward = identity.
+        return x32 + (purified - x32).detach(), y
+
+    def estimate_forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Differentiable stand-in used by ART's numpy gradient path (``estimate_gradient``).
+
+        ``"exact"``: the purification itself. ``"bpda"``: the identity (cast to float32), so the numpy path
+        and the PyTorch path (:meth:`forward`) return the same gradient.
+        """
+        if self.gradient == "exact":
+            return self.forward(x, y)[0]
+        return self._validated_float32(x)
+
+    def _check_params(self) -> None:
+        if self.gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {self.gradient!r}.")
+        if self.gradient == "exact" and not self.differentiable:
+            raise ValueError(
+                f"{type(self).__name__} is not differentiable, so gradient='exact' is not available; "
+                "use gradient='bpda' (identity backward pass) to attack it."
+            )
+        if not isinstance(self.batch_size, (int, np.integer)) or isinstance(self.batch_size, bool):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
+        if (
+            not isinstance(self.clip_values, (tuple, list, np.ndarray))
+            or len(self.clip_values) != 2
+            or not float(self.clip_values[0]) < float(self.clip_values[1])
+        ):
+            raise ValueError(f"clip_values must be a pair (min, max) with min < max, got {self.clip_values!r}.")
+        if not isinstance(self.channels, (int, np.integer)) or self.channels < 1:
+            raise ValueError(f"channels must be a positive integer, got {self.channels!r}.")
+        if self.channels_first is not True:
+            raise ValueError("Only channels-first (NCHW) input is supported: channels_first must be True.")
+        if self.seed is not None and (not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
+            raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}.")
+
+    # ----------------------------------------------------------------------------------------------
+    # Shared machinery
+    # ----------------------------------------------------------------------------------------------
+    def _validated_float32(self, x: torch.Tensor) -> torch.Tensor:
+        """Check ``x`` and return it as float32 (a differentiable cast)."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"Expected a torch.Tensor, got {type(x).__name__}.")
+        if x.ndim != 4:
+            raise ValueError(f"Expected images of rank 4 (N, C, H, W), got shape {tuple(x.shape)}.")
+        if x.shape[0] == 0:
+            raise ValueError("Expected a non-empty batch, got 0 samples.")
+        if x.shape[1] != self.channels:
+            if x.shape[-1] == self.channels:
+                raise ValueError(
+                    f"Input of shape {tuple(x.shape)} looks channels-last (NHWC); this defence expects "
+                    f"channels-first (N, {self.channels}, H, W): transpose it first."
+                )
+            raise ValueError(f"Expected {self.channels} channels on axis 1, got shape {tuple(x.shape)}.")
+        if not x.is_floating_point():
+            raise ValueError(f"Expected a floating-point tensor, got {x.dtype}.")
+        values = x.detach()
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError("Input contains NaN or infinite values.")
+        low, high = float(self.clip_values[0]), float(self.clip_values[1])
+        tolerance = 1e-6 * (high - low)
+        smallest, largest = float(values.min()), float(values.max())
+        if smallest < low - tolerance or largest > high + tolerance:
+            raise ValueError(
+                f"Input values must lie in clip_values {tuple(self.clip_values)}, "
+                f"got range [{smallest:.4g}, {largest:.4g}]."
+            )
+        return x.to(torch.float32)
+
+    def _call_generator(self) -> torch.Generator:
+        seed = self.seed if self.seed is not None else secrets.randbits(63)
+        return torch.Generator(device="cpu").manual_seed(int(seed))
+
+    def _networks_to(self, device: torch.device) -> None:
+        for name, network in self._networks.items():
+            parameter = next(network.parameters(), None)
+            if parameter is not None and parameter.device != device:
+                self._networks[name] = network.to(device)
+                setattr(self, name, self._networks[name])
+
+    def _chunks(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        yield from torch.split(x, int(self.batch_size), dim=0)
+
+    def _purify_in_chunks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        low, high = float(self.clip_values[0]), float(self.clip_values[1])
+        out = [self.purify(chunk, generator).clamp(low, high) for chunk in self._chunks(x)]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.params)
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,40 @@
+"""ART adapters, one module per method, and :func:`make_defence` to build one from a text spec."""
+
+from __future__ import annotations
+
+import ast
+
+from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.defences.resampling import ResamplingPreprocessor
+
+__all__ = ["DEFENCES", "ResamplingPreprocessor", "make_defence", "parse_defence_spec"]
+
+#: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``.
+DEFENCES: dict[str, type[PurifierPreprocessor]] = {"resampling": ResamplingPreprocessor}
+
+
+def _value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_defence_spec(spec: str) -> tuple[str, dict]:
+    """``"resampling:interpolation=nearest,magnitude=1.5"`` -> ``("resampling", {...})``."""
+    name, _, arguments = spec.partition(":")
+    kwargs = {}
+    for item in filter(None, (part.strip() for part in arguments.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"Defence argument {item!r} in {spec!r} is not of the form key=value.")
+        kwargs[key.strip()] = _value(value.strip())
+    return name.strip(), kwargs
+
+
+def make_defence(spec: str, **overrides) -> PurifierPreprocessor:
+    """Build a defence from a spec string; ``overrides`` (e.g. ``device_type``) are added to its arguments."""
+    name, kwargs = parse_defence_spec(spec)
+    if name not in DEFENCES:
+        raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)}.")
+    return DEFENCES[name](**{**kwargs, **overrides})

@@ -1,0 +1,73 @@
+"""Naive image resampling defences (IRAD paper, Sec. 3.2 and Table 1)."""
+
+from __future__ import annotations
+
+import torch
+
+from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.nn.resampling import INTERPOLATIONS, PADDING_MODES, shift_resample
+
+SAMPLERS = ("invariant", "variant")
+
+
+class ResamplingPreprocessor(PurifierPreprocessor):
+    """Resample the image at shifted pixel coordinates with bilinear or nearest interpolation.
+
+    ``sampler="invariant"`` (spatially invariant, Eq. 7) shifts every pixel by ``(d, d)`` with
+    ``d = magnitude``; ``sampler="variant"`` (spatially variant, Eq. 8) draws each pixel's row and column
+    shifts independently from ``U(0, gamma)`` with ``gamma = magnitude``, afresh for every image and call
+    unless ``seed`` is set. Shifts are in pixels. The operation is differentiable, so both gradient modes
+    apply; the variant sampler is random and must be attacked with EOT.
+
+    | Paper link: https://arxiv.org/abs/2310.11890 (IRAD, Cao et al., ICLR 2024)
+
+    :param interpolation: ``"bilinear"`` or ``"nearest"`` reconstruction.
+    :param sampler: ``"invariant"`` (fixed shift ``d``) or ``"variant"`` (random shift in ``[0, gamma]^2``).
+    :param magnitude: ``d`` or ``gamma`` in pixels, ``>= 0``.
+    :param padding_mode: ``"border"`` (default) or ``"zeros"`` for coordinates outside the image.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``gradient``,
+        ``seed``, ``batch_size``, ``clip_values``, ``device_type``, ...).
+    """
+
+    params = PurifierPreprocessor.params + ["interpolation", "sampler", "magnitude", "padding_mode"]
+
+    def __init__(
+        self,
+        interpolation: str = "bilinear",
+        sampler: str = "invariant",
+        magnitude: float = 1.5,
+        padding_mode: str = "border",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.interpolation = interpolation
+        self.sampler = sampler
+        self.magnitude = magnitude
+        self.padding_mode = padding_mode
+        self._check_params()
+
+    @property
+    def randomized(self) -> bool:  # type: ignore[override]
+        return self.sampler == "variant"
+
+    def shifts(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """Shifts in pixels, ``(n, H, W, 2)`` for the variant sampler, ``(1, 1, 1, 2)`` for the invariant one."""
+        if self.sampler == "invariant":
+            return torch.full((1, 1, 1, 2), float(self.magnitude))
+        return torch.rand((n, height, width, 2), generator=generator) * float(self.magnitude)
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, _, h, w = x.shape
+        shifts = self.shifts(n, h, w, generator).to(x.device)
+        return shift_resample(x, shifts, self.interpolation, self.padding_mode)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
+        if isinstance(self.magnitude, bool) or not isinstance(self.magnitude, (int, float)) or self.magnitude < 0:
+            raise ValueError(f"magnitude must be a number >= 0 (pixels), got {self.magnitude!r}.")
+        if self.padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}.")

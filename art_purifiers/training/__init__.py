@@ -1,0 +1,1 @@
+"""Builders of every weight file the package ships (one module per method)."""

@@ -1,0 +1,185 @@
+"""The ART contract every defence must honour (defences join via ``defences_under_contract.CASES``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from art.attacks.evasion import (
+    AutoAttack,
+    AutoProjectedGradientDescent,
+    HopSkipJump,
+    ProjectedGradientDescent,
+    SquareAttack,
+)
+from art.preprocessing.expectation_over_transformation import EoTGaussianNoisePyTorch
+from conftest import make_classifier
+from defences_under_contract import CASE_MODE_IDS, CASE_MODES, CASES
+from torch import nn
+
+CASE_IDS = [case.name for case in CASES]
+EPS = 8 / 255
+
+
+def build(case, mode, **overrides):
+    kwargs = {"gradient": mode, "seed": 0, "device_type": "cpu", **overrides}
+    return case.factory(**kwargs)
+
+
+def one_hot(labels):
+    return np.eye(10, dtype=np.float32)[labels]
+
+
+def manual_loss_gradient(defence, model, x, y):
+    xt = torch.from_numpy(x).requires_grad_(True)
+    loss = nn.CrossEntropyLoss()(model(defence.forward(xt)[0]), torch.from_numpy(y))
+    loss.backward()
+    return xt.grad.numpy()
+
+
+@pytest.mark.parametrize(("case", "mode"), CASE_MODES, ids=CASE_MODE_IDS)
+class TestGradients:
+    def test_predict_shape_and_dtype(self, case, mode, tiny_model, images):
+        classifier = make_classifier(tiny_model, [build(case, mode)])
+        predictions = classifier.predict(images)
+        assert predictions.shape == (len(images), 10)
+        assert predictions.dtype == np.float32
+        purified, _ = build(case, mode)(images)
+        assert purified.shape == images.shape and purified.dtype == np.float32
+
+    def test_predict_equals_model_on_purified(self, case, mode, tiny_model, images):
+        defence = build(case, mode)
+        purified, _ = defence(images)
+        with torch.no_grad():
+            expected = tiny_model(torch.from_numpy(purified)).numpy()
+        np.testing.assert_allclose(make_classifier(tiny_model, [defence]).predict(images), expected, atol=1e-5)
+
+    def test_loss_gradient(self, case, mode, tiny_model, images, labels):
+        defence = build(case, mode)
+        gradient = make_classifier(tiny_model, [defence]).loss_gradient(images, one_hot(labels))
+        assert gradient.shape == images.shape and np.abs(gradient).sum() > 0
+        if mode == "exact":
+            expected = manual_loss_gradient(defence, tiny_model, images, labels)
+        else:  # BPDA: the bare classifier's gradient at the purified point.
+            purified, _ = defence(images)
+            expected = make_classifier(tiny_model).loss_gradient(purified, one_hot(labels))
+        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-7)
+
+    def test_numpy_gradient_path_agrees(self, case, mode, tiny_model, images, labels):
+        """``estimate_gradient`` / ``_apply_preprocessing_gradient`` (numpy path) == autograd through forward."""
+        defence = build(case, mode)
+        rng = np.random.default_rng(1)
+        upstream = rng.normal(size=images.shape).astype(np.float32)
+        xt = torch.from_numpy(images).requires_grad_(True)
+        defence.forward(xt)[0].backward(torch.from_numpy(upstream))
+        np.testing.assert_allclose(defence.estimate_gradient(images, upstream), xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+        classifier = make_classifier(tiny_model, [defence])
+        via_chain = classifier._apply_preprocessing_gradient(images, upstream)
+        # The chain also holds ART's standardisation (mean 0, std 1), so the gradient is unchanged.
+        np.testing.assert_allclose(via_chain, xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+    def test_chain_with_art_eot(self, case, mode, tiny_model, images, labels):
+        eot = EoTGaussianNoisePyTorch(nb_samples=2, clip_values=(0.0, 1.0), std=0.02, apply_predict=True)
+        classifier = make_classifier(tiny_model, [build(case, mode), eot])
+        assert classifier.predict(images).shape == (2 * len(images), 10)
+        gradient = classifier.loss_gradient(images, one_hot(labels))
+        assert gradient.shape == images.shape and np.isfinite(gradient).all()
+        attack = ProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=2, verbose=False)
+        adversarial = attack.generate(images, y=labels)
+        assert np.abs(adversarial - images).max() <= EPS + 1e-6
+
+    def test_pgd_end_to_end(self, case, mode, tiny_model, images, labels):
+        classifier = make_classifier(tiny_model, [build(case, mode)])
+        attack = ProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=5, verbose=False)
+        adversarial = attack.generate(images, y=labels)
+        assert adversarial.dtype == np.float32
+        assert np.abs(adversarial - images).max() <= EPS + 1e-6
+        assert not np.allclose(adversarial, images)
+
+    def test_float64_input(self, case, mode, tiny_model, images, labels):
+        classifier = make_classifier(tiny_model, [build(case, mode)])
+        x64 = images.astype(np.float64)
+        np.testing.assert_allclose(classifier.predict(x64), classifier.predict(images), atol=1e-5)
+        assert classifier.loss_gradient(x64, one_hot(labels)).shape == images.shape
+        purified, _ = build(case, mode)(x64)
+        assert purified.dtype == np.float32
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+class TestAttacksAndChecks:
+    def test_short_autoattack(self, case, tiny_model, images, labels):
+        classifier = make_classifier(tiny_model, [build(case, case.gradients[0])])
+        attacks = [
+            AutoProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=3, nb_random_init=1,
+                                         batch_size=4, verbose=False),
+            SquareAttack(classifier, eps=EPS, max_iter=10, nb_restarts=1, batch_size=4, verbose=False),
+        ]
+        adversarial = AutoAttack(classifier, eps=EPS, eps_step=2 / 255, attacks=attacks, batch_size=4).generate(
+            images, y=labels
+        )
+        assert adversarial.shape == images.shape
+        assert np.abs(adversarial - images).max() <= EPS * (1 + 1e-4) + 1e-6
+
+    def test_hopskipjump_end_to_end(self, case, tiny_model, images):
+        classifier = make_classifier(tiny_model, [build(case, case.gradients[0])])
+        attack = HopSkipJump(classifier, max_iter=2, max_eval=30, init_eval=5, init_size=20, verbose=False)
+        adversarial = attack.generate(images[:2])
+        assert adversarial.shape == images[:2].shape and adversarial.dtype == np.float32
+        assert np.isfinite(adversarial).all()
+
+    @pytest.mark.parametrize(
+        ("bad", "message"),
+        [
+            (lambda x: x[0], "rank 4"),
+            (lambda x: np.ascontiguousarray(x.transpose(0, 2, 3, 1)), "channels-last"),
+            (lambda x: x[:, :2], "3 channels"),
+            (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x).astype(np.float32), "NaN"),
+            (lambda x: x + 2.0, "clip_values"),
+            (lambda x: x[:0], "non-empty"),
+        ],
+        ids=["rank", "channels-last", "channels", "nan", "range", "empty"],
+    )
+    def test_bad_inputs_raise(self, case, bad, message, images):
+        defence = build(case, case.gradients[0])
+        with pytest.raises(ValueError, match=message):
+            defence(bad(images))
+
+    def test_bad_parameters_raise(self, case):
+        with pytest.raises(ValueError, match="gradient"):
+            build(case, "surrogate")
+        with pytest.raises(ValueError, match="batch_size"):
+            build(case, case.gradients[0], batch_size=0)
+        with pytest.raises(ValueError, match="channels_first"):
+            build(case, case.gradients[0], channels_first=False)
+        defence = build(case, case.gradients[0])
+        with pytest.raises(ValueError, match="clip_values"):
+            defence.set_params(clip_values=(1.0, 0.0))
+
+    def test_art_conventions(self, case):
+        defence = build(case, case.gradients[0])
+        assert defence.apply_fit is False and defence.apply_predict is True
+        assert {"gradient", "batch_size", "clip_values", "channels_first", "seed"} <= set(defence.params)
+
+    @pytest.mark.parametrize("defence_device", ["cpu", "gpu"])
+    def test_cpu_classifier(self, case, defence_device, tiny_model, images):
+        """A defence built for either device works with a CPU classifier (it follows the input's device)."""
+        classifier = make_classifier(tiny_model, [build(case, case.gradients[0], device_type=defence_device)])
+        assert classifier.predict(images).shape == (len(images), 10)
+
+    def test_batching_bounds_chunks(self, case, images):
+        defence = build(case, case.gradients[0], batch_size=3)
+        seen = []
+        purify = defence.purify
+        defence.purify = lambda x, g: (seen.append(len(x)), purify(x, g))[1]
+        defence(np.concatenate([images] * 2))
+        assert seen == [3, 3, 2]
+
+    def test_seed_determinism(self, case, images):
+        first, _ = build(case, case.gradients[0], seed=123)(images)
+        second, _ = build(case, case.gradients[0], seed=123)(images)
+        defence = build(case, case.gradients[0], seed=123)
+        np.testing.assert_array_equal(first, second)
+        np.testing.assert_array_equal(defence(images)[0], defence(images)[0])
+        if defence.randomized:
+            unseeded = build(case, case.gradients[0], seed=None)
+            assert not np.array_equal(unseeded(images)[0], unseeded(images)[0])

@@ -1,0 +1,92 @@
+"""Data loaders, victim models and the weight registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_CIFAR10, SHARED_WEIGHTS, needs_shared_data
+
+from art_purifiers.data import load_cifar10, load_sample, load_test_images
+from art_purifiers.models import cifar_resnet, load_victim, read_reference_checkpoint
+from art_purifiers.weights import load_safetensors, load_weights, registry, save_safetensors, sha256_of, weights_path
+
+
+def test_bundled_sample_is_cifar_test_prefix():
+    x, y = load_sample()
+    assert x.shape == (200, 3, 32, 32) and x.dtype == np.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]  # known labels of test images 0..9
+    assert load_sample(5)[0].shape[0] == 5
+
+
+def test_registry_hashes_match_shipped_files():
+    for name, entry in registry().items():
+        assert sha256_of(weights_path(name)) == entry["sha256"], name
+
+
+def test_sha256_mismatch_is_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    digest = save_safetensors({"a": torch.ones(2)}, path)
+    assert torch.equal(load_safetensors(path, digest)["a"], torch.ones(2))
+    with pytest.raises(ValueError, match="sha256 mismatch"):
+        load_safetensors(path, "0" * 64)
+    with pytest.raises(ValueError, match="safetensors"):
+        load_safetensors(tmp_path / "w.pt")
+
+
+def test_bundled_victim_is_accurate_on_bundled_sample():
+    model = load_victim()
+    x, y = load_sample(100)
+    with torch.no_grad():
+        accuracy = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
+    assert accuracy >= 0.85
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56])
+def test_cifar_resnet_depths(depth):
+    network = cifar_resnet(depth)
+    assert network(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    blocks = (depth - 2) // 6
+    assert len(network.layer1) == len(network.layer2) == len(network.layer3) == blocks
+
+
+def test_cifar_resnet_rejects_unknown_depth():
+    with pytest.raises(ValueError, match="depth"):
+        cifar_resnet(21)
+
+
+@needs_shared_data
+@pytest.mark.parametrize(("file", "depth"), [("resnet20-12fca82f.th", 20), ("resnet32-d509ac18.th", 32)])
+def test_reference_checkpoints_load(file, depth):
+    state = read_reference_checkpoint(SHARED_WEIGHTS / file)
+    cifar_resnet(depth).load_state_dict(state)  # strict
+    model = load_victim(SHARED_WEIGHTS / file)
+    x, y = load_cifar10(SHARED_CIFAR10, "test", range(200))
+    with torch.no_grad():
+        assert (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean() >= 0.88
+
+
+@needs_shared_data
+def test_shipped_resnet20_equals_reference():
+    reference = read_reference_checkpoint(SHARED_WEIGHTS / "resnet20-12fca82f.th")
+    shipped = load_weights("resnet20_cifar10")
+    assert set(reference) <= set(shipped)  # the shipped file adds BatchNorm counters
+    assert all(torch.equal(reference[k], shipped[k]) for k in reference)
+
+
+@needs_shared_data
+def test_partial_cifar10_loads():
+    x, y = load_cifar10(SHARED_CIFAR10, "train")
+    assert x.shape == (8068, 3, 32, 32) and y.shape == (8068,)
+    xt, yt = load_test_images(SHARED_CIFAR10, 500)
+    assert xt.shape == (500, 3, 32, 32)
+    labels = np.load(SHARED_CIFAR10 / "cifar10_all_labels.npz")["test_batch"][:500]
+    np.testing.assert_array_equal(yt, labels)
+    sample_x, _ = load_sample()
+    np.testing.assert_array_equal(sample_x, xt[:200])
+
+
+def test_missing_data_root_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="CIFAR-10"):
+        load_cifar10(tmp_path)
