@@ -1,6 +1,6 @@
 """art-purifiers: adversarial-purification defences as ART preprocessors.
 
-Each defence is a :class:`PurifierPreprocessor`, ready for
+Each defence is a :class:`~art_purifiers.base.PurifierPreprocessor`, ready for
 ``PyTorchClassifier(..., preprocessing_defences=[defence])``.
 """
 

@@ -1,9 +1,10 @@
-"""Command line: ``art-purifiers evaluate`` and ``art-purifiers convert-victim``."""
+"""Command line: ``art-purifiers evaluate | merge | convert-victim``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,64 +12,134 @@ DEFAULT_CACHE = Path.home() / ".cache" / "art-purifiers" / "adversarial"
 
 
 def _evaluate_parser(sub) -> None:
-    from art_purifiers.evaluation import ATTACKS, THREATS
+    from art_purifiers.evaluation import ATTACKS, FORMATS, THREATS
 
     p = sub.add_parser(
         "evaluate",
         help="evaluate defences under threat models and print one table",
         description="Evaluate defences on CIFAR-10 test images. Without arguments: the bundled sample "
-        "(test images 0..199), the bundled ResNet-20 and the bilinear resampling defence (d=1.5).",
+        "(test images 0..199), the bundled ResNet-20, the bilinear resampling defence (d=1.5), clean and "
+        "oblivious AutoAttack (Linf 8/255). Under torchrun, samples are split across ranks and rank 0 prints "
+        "the merged table.",
     )
     p.add_argument("--defence", action="append", metavar="SPEC",
                    help="defence spec NAME[:key=value,...], repeatable (default: resampling)")
-    p.add_argument("--victim", default="resnet20", help="'resnet20' (bundled) or a CIFAR ResNet checkpoint path")
+    p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
+    p.add_argument("--victim", default="resnet20",
+                   help="'resnet20' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with --victim-checkpoint")
+    p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
     p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (default: bundled sample)")
-    p.add_argument("--n", type=int, default=None, help="evaluate test images 0..n-1 (default: all available)")
+    # --num-images is the spelling to use under torchrun, whose own parser takes --n for one of its options.
+    p.add_argument("--n", "--num-images", dest="n", type=int, default=None,
+                   help="evaluate test images 0..n-1 (default: all available)")
+    p.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I (0-based) of N; see merge")
     p.add_argument("--threat", nargs="+", default=["clean", "oblivious"], choices=THREATS, help="threat models")
-    p.add_argument("--attack", default="autoattack", choices=ATTACKS)
+    p.add_argument("--attack", nargs="+", default=["autoattack"], choices=ATTACKS, help="attacks (one row each)")
     p.add_argument("--norm", default="inf", choices=["inf", "2"])
-    p.add_argument("--eps", default="8/255", help="budget, e.g. 8/255 or 0.5")
+    p.add_argument("--eps", nargs="+", default=["8/255"], help="budgets, e.g. 2/255 4/255 8/255 (one row each)")
     p.add_argument("--steps", type=int, default=100, help="iterations of iterative attacks")
-    p.add_argument("--step-size", default=None, help="PGD/BIM step (default eps/4)")
+    p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4)")
+    p.add_argument("--no-random-start", action="store_true", help="PGD and C&W start at the clean image")
+    p.add_argument("--eot-draws", type=int, default=8, help="draws averaged by the eot threat model")
+    p.add_argument("--queries", type=int, default=1000, help="HopSkipJump queries per image (decision)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="adversarial-example cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--format", default="text", choices=["text", "markdown", "json", "csv"])
+    p.add_argument("--format", default="text", choices=FORMATS)
     p.add_argument("--output", default=None, help="also write the table to this file")
+    p.add_argument("--json", default=None, help="also write the table as JSON (input of merge)")
+    p.add_argument("--plot", default=None, help="write accuracy against eps to this image (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
+def _shard(text: str | None, rank: int, world: int) -> tuple[int, int]:
+    if world > 1:
+        return rank, world
+    if text is None:
+        return 0, 1
+    index, _, count = text.partition("/")
+    index, count = int(index), int(count)
+    if not 0 <= index < count:
+        raise ValueError(f"--shard must be I/N with 0 <= I < N, got {text!r}.")
+    return index, count
 
-    from art_purifiers.data import load_test_images
-    from art_purifiers.defences import make_defence
-    from art_purifiers.evaluation import AttackSpec, evaluate, parse_eps
-    from art_purifiers.models import load_victim
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device_type = "cpu" if device == "cpu" else "gpu"
-    specs = args.defence or ["resampling"]
-    defences = {spec: make_defence(spec, device_type=device_type) for spec in specs}
-    x, y = load_test_images(args.data_root, args.n)
-    attack = AttackSpec(
-        name=args.attack, norm=args.norm, eps=parse_eps(args.eps), steps=args.steps,
-        step_size=None if args.step_size is None else parse_eps(args.step_size),
-    )
-    victim = load_victim(args.victim).to(device)
-    table = evaluate(
-        victim, defences, x, y, threats=tuple(args.threat), attack=attack, seed=args.seed,
-        batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
-        victim_name=str(args.victim), verbose=not args.quiet,
-    )
-    table.meta["data"] = args.data_root or "bundled sample (CIFAR-10 test images 0..199)"
-    table.meta["command"] = "art-purifiers " + " ".join(sys.argv[1:])
+def _emit(table, args) -> None:
     text = table.render(args.format)
     print(text)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(table.to_json(), encoding="utf-8")
+    if args.plot:
+        from art_purifiers.evaluation.plots import plot_accuracy_vs_eps
+
+        plot_accuracy_vs_eps(table, args.plot)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from art_purifiers.data import load_test_images
+    from art_purifiers.defences import make_defence
+    from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate, parse_eps
+    from art_purifiers.models import load_victim
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if args.device:
+        device = args.device
+    elif torch.cuda.is_available():
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 else "cuda"
+    else:
+        device = "cpu"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    device_type = "cpu" if device == "cpu" else "gpu"
+    overrides = {"device_type": device_type, **({"weights": args.weights} if args.weights else {})}
+    defences = {spec: make_defence(spec, **overrides) for spec in args.defence or ["resampling"]}
+    x, y = load_test_images(args.data_root, args.n)
+    index, count = _shard(args.shard, rank, world)
+    part = np.array_split(np.arange(len(x)), count)[index]
+    specs = [
+        AttackSpec(name=name, norm=args.norm, eps=parse_eps(eps), steps=args.steps,
+                   step_size=None if args.step_size is None else parse_eps(args.step_size),
+                   random_start=not args.no_random_start)
+        for name in args.attack for eps in args.eps
+    ]
+    victim = load_victim(args.victim, checkpoint=args.victim_checkpoint).to(device)
+    table = evaluate(
+        victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
+        batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
+        victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
+        queries=args.queries,
+    )
+    table.meta["data"] = (f"{args.data_root or 'bundled sample'}: CIFAR-10 test images "
+                          f"{int(part[0])}..{int(part[-1])}" + (f" (shard {index}/{count})" if count > 1 else ""))
+    table.meta["command"] = "art-purifiers " + " ".join(sys.argv[1:])
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, table.to_json())
+        dist.destroy_process_group()
+        if rank != 0:
+            return 0
+        table = ResultTable.merge([ResultTable.from_json(text) for text in gathered])
+        table.meta["data"] = f"{args.data_root or 'bundled sample'}: CIFAR-10 test images 0..{len(x) - 1}"
+    _emit(table, args)
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from art_purifiers.evaluation import ResultTable
+
+    tables = [ResultTable.from_json(Path(path).read_text(encoding="utf-8")) for path in args.tables]
+    _emit(ResultTable.merge(tables), args)
     return 0
 
 
@@ -80,15 +151,24 @@ def run_convert_victim(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from art_purifiers.evaluation import FORMATS
+
     parser = argparse.ArgumentParser(prog="art-purifiers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _evaluate_parser(sub)
+    merge = sub.add_parser("merge", help="merge the JSON tables of evaluate --shard runs into one table")
+    merge.add_argument("tables", nargs="+", help="JSON files written by evaluate --json")
+    merge.add_argument("--format", default="text", choices=FORMATS)
+    merge.add_argument("--output", default=None)
+    merge.add_argument("--json", default=None)
+    merge.add_argument("--plot", default=None)
     convert = sub.add_parser("convert-victim", help="convert a reference CIFAR ResNet .th checkpoint to safetensors")
     convert.add_argument("source")
     convert.add_argument("destination")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if getattr(args, "quiet", True) is False else logging.WARNING)
-    return {"evaluate": run_evaluate, "convert-victim": run_convert_victim}[args.command](args)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", True) else logging.INFO)
+    handlers = {"evaluate": run_evaluate, "merge": run_merge, "convert-victim": run_convert_victim}
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

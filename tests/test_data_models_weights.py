@@ -90,3 +90,11 @@ def test_partial_cifar10_loads():
 def test_missing_data_root_is_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="CIFAR-10"):
         load_cifar10(tmp_path)
+
+
+@needs_shared_data
+def test_convert_victim_reproduces_shipped_file(tmp_path):
+    from art_purifiers.training.victim import convert_reference_checkpoint
+
+    digest = convert_reference_checkpoint(SHARED_WEIGHTS / "resnet20-12fca82f.th", tmp_path / "r20.safetensors")
+    assert digest == registry()["resnet20_cifar10"]["sha256"]

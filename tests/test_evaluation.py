@@ -1,4 +1,4 @@
-"""The evaluation harness: threat models, attacks, tables, cache and the CLI."""
+"""The evaluation harness: threat models, attacks, tables, cache, sharding and the CLI."""
 
 from __future__ import annotations
 
@@ -6,13 +6,27 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from art_purifiers import ResamplingPreprocessor
 from art_purifiers.cli import main
 from art_purifiers.defences import make_defence, parse_defence_spec
-from art_purifiers.evaluation import AttackSpec, ResultTable, StandardAutoAttack, art_classifier, evaluate, parse_eps
+from art_purifiers.evaluation import (
+    ATTACKS,
+    AttackSpec,
+    BudgetedHopSkipJump,
+    EOTClassifier,
+    FABTargeted,
+    ResultTable,
+    StandardAutoAttack,
+    art_classifier,
+    evaluate,
+    parse_eps,
+)
+from art_purifiers.evaluation.fab import project_to_hyperplane
 
 QUICK_AA = AttackSpec(name="autoattack", eps=8 / 255, steps=5, extra={"square_queries": 20, "n_target_classes": 2})
+ALL_THREATS = ("clean", "oblivious", "bpda", "adaptive", "eot", "decision")
 
 
 def rows_by(table: ResultTable) -> dict[tuple[str, str], object]:
@@ -33,48 +47,137 @@ def test_defence_spec_parsing():
         make_defence("jpeg")
     with pytest.raises(ValueError, match="key=value"):
         parse_defence_spec("resampling:nearest")
+    with pytest.raises(ValueError, match="no weights"):
+        make_defence("resampling", weights="w.safetensors")
 
 
-def test_autoattack_breaks_undefended_points_within_budget(tiny_model, images, labels):
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_hyperplane_projection_is_exact_and_minimal(norm):
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=(6, 40))
+    w = rng.normal(size=(6, 40))
+    b = rng.normal(size=6) * 0.5
+    delta = project_to_hyperplane(p, w, b, norm)
+    assert np.abs((w * (p + delta)).sum(1) + b).max() < 1e-6  # on the plane
+    assert (p + delta).min() >= -1e-12 and (p + delta).max() <= 1 + 1e-12  # in the box
+    shrunk = project_to_hyperplane(p, w, b, norm) * 0.97  # any shorter move in that direction falls short
+    assert (np.abs((w * (p + shrunk)).sum(1) + b) > 1e-6).all()
+
+
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_fab_targeted_reaches_its_targets(norm, tiny_model, images, labels):
     classifier = art_classifier(tiny_model)
-    attack = StandardAutoAttack(classifier, eps=8 / 255, n_iter=5, n_target_classes=2, square_queries=20)
+    targets = np.argsort(-classifier.predict(images), axis=1)[:, 1]
+    x_adv = FABTargeted(classifier, norm=norm, n_iter=20).generate(images, labels, targets)
+    assert (classifier.predict(x_adv).argmax(1) == targets).all()
+    assert 0.0 <= x_adv.min() and x_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize("norm", [np.inf, 2])
+def test_autoattack_breaks_points_within_budget(norm, tiny_model, images, labels):
+    classifier = art_classifier(tiny_model)
+    eps = 8 / 255 if norm == np.inf else 0.5
+    attack = StandardAutoAttack(classifier, norm=norm, eps=eps, n_iter=5, n_target_classes=2, square_queries=20)
     x_adv = attack.generate(images, labels)
-    assert np.abs(x_adv - images).max() <= 8 / 255 * (1 + 1e-4)
+    delta = (x_adv - images).reshape(len(images), -1)
+    size = np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)
+    assert size.max() <= eps * (1 + 1e-4)
     broken = classifier.predict(x_adv).argmax(1) != labels
     assert broken.sum() == sum(attack.broken_by.values())
+    assert set(attack.broken_by) <= set(StandardAutoAttack.components)
 
 
-@pytest.mark.parametrize("name", ["pgd", "fgsm", "bim", "mifgsm"])
-def test_gradient_attacks_respect_budget(name, tiny_model, images, labels):
-    spec = AttackSpec(name=name, eps=4 / 255, steps=3)
-    x_adv = spec.build(art_classifier(tiny_model)).generate(images, y=np.eye(10)[labels])
-    assert np.abs(x_adv - images).max() <= 4 / 255 + 1e-6
+@pytest.mark.parametrize("name", [a for a in ATTACKS if a != "autoattack"])
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_attacks_respect_budget(name, norm, tiny_model, images, labels):
+    eps = 4 / 255 if norm == "inf" else 0.3
+    spec = AttackSpec(name=name, norm=norm, eps=eps, steps=3)
+    x_adv = spec.build(art_classifier(tiny_model)).generate(images, labels)
+    delta = (x_adv - images).reshape(len(images), -1)
+    size = np.abs(delta).max(1) if norm == "inf" else np.linalg.norm(delta, axis=1)
+    assert size.max() <= eps * (1 + 1e-4) + 1e-6
+    assert 0.0 <= x_adv.min() and x_adv.max() <= 1.0
 
 
-def test_threat_models_table(tiny_model, images, labels, tmp_path):
+def test_eot_classifier_averages_draws(tiny_model, images):
+    defence = ResamplingPreprocessor(sampler="variant", device_type="cpu", seed=None)
+    eot = EOTClassifier(tiny_model, defence, draws=4)
+    x = torch.from_numpy(images)
+    logits = eot(x)
+    assert logits.shape == (len(images), 10)
+    # Deterministic defence: the average of identical draws is the single draw.
+    fixed = EOTClassifier(tiny_model, ResamplingPreprocessor(device_type="cpu"), draws=3)
+    with torch.no_grad():
+        single = tiny_model(ResamplingPreprocessor(device_type="cpu").forward(x)[0])
+        torch.testing.assert_close(fixed(x), single)
+    with pytest.raises(ValueError, match="draws"):
+        EOTClassifier(tiny_model, defence, draws=0)
+
+
+def test_budgeted_hopskipjump_counts_queries(tiny_model, images):
+    attack = BudgetedHopSkipJump(art_classifier(tiny_model), norm=2, eps=1.0, max_queries=150, init_eval=10,
+                                 init_size=20)
+    x_adv = attack.generate(images[:2])
+    assert x_adv.shape == images[:2].shape and x_adv.dtype == np.float32
+    assert (attack.queries_used <= 150 + 40).all() and (attack.queries_used > 0).all()
+
+
+def test_threat_models_table(tiny_model, images, labels, tmp_path, monkeypatch):
     identity = ResamplingPreprocessor(magnitude=0.0, device_type="cpu")
-    shifted = ResamplingPreprocessor(magnitude=1.5, device_type="cpu")
-    table = evaluate(tiny_model, {"identity": identity, "shifted": shifted}, images, labels,
-                     threats=("clean", "oblivious", "bpda", "adaptive"), attack=QUICK_AA, cache_dir=tmp_path)
+    variant = ResamplingPreprocessor(sampler="variant", magnitude=0.5, device_type="cpu", seed=0)
+    defences = {"identity": identity, "variant": variant}
+    kwargs = {"threats": ALL_THREATS, "attack": QUICK_AA, "cache_dir": tmp_path, "eot_draws": 2, "queries": 60}
+    table = evaluate(tiny_model, defences, images, labels, **kwargs)
     rows = rows_by(table)
     assert rows[("none", "clean")].sa == 100.0  # labels are the tiny model's own predictions
     for row in table.rows:
         if row.ra is not None:
             assert 0.0 <= row.ra <= 100.0
-            if row.threat != "oblivious" or row.defence == "none":
-                assert row.ra <= row.sa  # an attack on the classifier itself never helps it
+            if row.threat in ("adaptive", "decision") and row.defence == "identity":
+                assert row.ra <= row.sa  # an attack on the deployed classifier itself never helps it
     # The identity defence attacked adaptively is the bare victim attacked.
     assert rows[("identity", "adaptive")].ra == rows[("none", "oblivious")].ra
     assert rows[("identity", "clean")].sa == rows[("none", "clean")].sa
-    # Cached rerun: identical table, and no attack runs.
-    again = evaluate(tiny_model, {"identity": identity, "shifted": shifted}, images, labels,
-                     threats=("clean", "oblivious", "bpda", "adaptive"), attack=QUICK_AA, cache_dir=tmp_path)
+    assert rows[("identity", "eot")].ra is None and "deterministic" in rows[("identity", "eot")].note
+    assert rows[("variant", "eot")].ra is not None and "2 draws" in rows[("variant", "eot")].note
+    assert "EOT" in rows[("variant", "decision")].note
+    # Cached rerun: identical table, without running any attack.
+    for attack in (StandardAutoAttack, BudgetedHopSkipJump):
+        monkeypatch.setattr(attack, "generate", lambda *a, **k: pytest.fail("cache miss"))
+    again = evaluate(tiny_model, defences, images, labels, **kwargs)
     assert again.to_json() == table.to_json()
+
+
+def test_non_differentiable_defence_is_refused_adaptive(tiny_model, images, labels):
+    class Quantise(ResamplingPreprocessor):
+        differentiable = False
+
+        def purify(self, x, generator):
+            return torch.round(x * 8) / 8
+
+    table = evaluate(tiny_model, {"q": Quantise(gradient="bpda", device_type="cpu")}, images, labels,
+                     threats=("adaptive", "bpda"), attack=AttackSpec("pgd", steps=2))
+    rows = rows_by(table)
+    assert rows[("q", "adaptive")].ra is None and "refused" in rows[("q", "adaptive")].note
+    assert rows[("q", "bpda")].ra is not None
+
+
+def test_merge_of_shards_equals_counts(tiny_model, images, labels):
+    spec = AttackSpec("fgsm")
+    defences = {"r": ResamplingPreprocessor(device_type="cpu")}
+    whole = evaluate(tiny_model, defences, images, labels, threats=("clean", "oblivious"), attack=spec)
+    parts = [evaluate(tiny_model, defences, images[s], labels[s], threats=("clean", "oblivious"), attack=spec)
+             for s in (slice(0, 1), slice(1, 4))]
+    merged = ResultTable.merge([ResultTable.from_json(p.to_json()) for p in parts])
+    # FGSM is deterministic, so shards reproduce the whole run exactly.
+    assert [(r.key, r.sa, r.ra, r.n) for r in merged.rows] == [(r.key, r.sa, r.ra, r.n) for r in whole.rows]
+    with pytest.raises(ValueError, match="same rows"):
+        ResultTable.merge([parts[0], ResultTable(rows=parts[1].rows[:1])])
 
 
 def test_table_formats(tiny_model, images, labels):
     table = evaluate(tiny_model, {"r": ResamplingPreprocessor(device_type="cpu")}, images, labels,
-                     threats=("clean",), attack=QUICK_AA)
+                     threats=("clean",))
     assert "| r | clean |" in table.render("markdown")
     assert json.loads(table.render("json"))["rows"][1]["defence"] == "r"
     assert table.render("csv").splitlines()[0].startswith("defence,threat,attack,sa,ra")
@@ -83,18 +186,56 @@ def test_table_formats(tiny_model, images, labels):
         table.render("html")
 
 
-def test_unknown_threat_is_refused(tiny_model, images, labels):
+def test_unknown_threat_and_reserved_name_are_refused(tiny_model, images, labels):
     with pytest.raises(ValueError, match="Unknown threat"):
         evaluate(tiny_model, {}, images, labels, threats=("telepathy",))
+    with pytest.raises(ValueError, match="bare victim"):
+        evaluate(tiny_model, {"none": ResamplingPreprocessor()}, images, labels)
 
 
-def test_cli_evaluate_on_bundled_defaults(tmp_path, capsys):
-    out = tmp_path / "table.json"
-    code = main(["evaluate", "--n", "8", "--attack", "pgd", "--steps", "2", "--threat", "clean", "oblivious",
-                 "bpda", "--no-cache", "--quiet", "--format", "json", "--output", str(out), "--device", "cpu"])
-    assert code == 0
-    table = json.loads(out.read_text())
-    assert {(r["defence"], r["threat"]) for r in table["rows"]} == {
+def test_plot_accuracy_vs_eps(tiny_model, images, labels, tmp_path):
+    pytest.importorskip("matplotlib")
+    from art_purifiers.evaluation.plots import plot_accuracy_vs_eps
+
+    specs = [AttackSpec("fgsm", eps=e) for e in (2 / 255, 8 / 255)]
+    table = evaluate(tiny_model, {"r": ResamplingPreprocessor(device_type="cpu")}, images, labels,
+                     threats=("clean", "oblivious"), attack=specs)
+    path = plot_accuracy_vs_eps(table, tmp_path / "acc.png")
+    assert path.stat().st_size > 1000
+
+
+def test_cli_evaluate_shards_and_merge(tmp_path, capsys):
+    common = ["evaluate", "--n", "6", "--attack", "fgsm", "--threat", "clean", "oblivious", "bpda", "--no-cache",
+              "--quiet", "--device", "cpu", "--format", "json"]
+    assert main([*common, "--json", str(tmp_path / "all.json")]) == 0
+    for i in range(2):
+        assert main([*common, "--shard", f"{i}/2", "--json", str(tmp_path / f"s{i}.json")]) == 0
+    assert main(["merge", str(tmp_path / "s0.json"), str(tmp_path / "s1.json"), "--json",
+                 str(tmp_path / "merged.json")]) == 0
+    whole = json.loads((tmp_path / "all.json").read_text())
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert {(r["defence"], r["threat"]) for r in whole["rows"]} == {
         ("none", "clean"), ("resampling", "clean"), ("none", "oblivious"), ("resampling", "oblivious"),
         ("resampling", "bpda")}
-    assert table["meta"]["n"] == 8
+    assert [(r["sa"], r["ra"]) for r in merged["rows"]] == [(r["sa"], r["ra"]) for r in whole["rows"]]
+    assert merged["meta"]["n"] == 6 and merged["meta"]["shards"] == 2
+
+
+def test_torchrun_splits_and_gathers(tmp_path):
+    """Two CPU ranks under torchrun print one merged table equal to the single-process one."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("torchrun") is None:
+        pytest.skip("torchrun is not installed")
+    args = ["evaluate", "--num-images", "6", "--attack", "fgsm", "--threat", "clean", "oblivious", "--no-cache",
+            "--quiet", "--device", "cpu", "--format", "json"]
+    subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "art_purifiers.cli", *args, "--json",
+                    str(tmp_path / "ranks.json")], check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "art_purifiers.cli", *args, "--json", str(tmp_path / "one.json")],
+                   check=True, capture_output=True, timeout=300)
+    ranks = json.loads((tmp_path / "ranks.json").read_text())
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert ranks["meta"]["shards"] == 2 and ranks["meta"]["n"] == 6
+    assert [(r["sa"], r["ra"]) for r in ranks["rows"]] == [(r["sa"], r["ra"]) for r in one["rows"]]

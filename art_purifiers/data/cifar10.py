@@ -11,6 +11,7 @@ import numpy as np
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 FOLDER_NAMES = ("cifar-10-batches-py", "cifar-10-batches-py-partial")
+#: CIFAR-10 class names, by label.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 #: Environment variable naming a CIFAR-10 root, used by :func:`find_cifar10_root`.

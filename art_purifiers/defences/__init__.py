@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
@@ -37,4 +38,7 @@ def make_defence(spec: str, **overrides) -> PurifierPreprocessor:
     name, kwargs = parse_defence_spec(spec)
     if name not in DEFENCES:
         raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)}.")
-    return DEFENCES[name](**{**kwargs, **overrides})
+    cls = DEFENCES[name]
+    if "weights" in overrides and "weights" not in inspect.signature(cls.__init__).parameters:
+        raise ValueError(f"Defence {name!r} has no weights.")
+    return cls(**{**kwargs, **overrides})

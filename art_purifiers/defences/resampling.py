@@ -7,6 +7,7 @@ import torch
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.nn.resampling import INTERPOLATIONS, PADDING_MODES, shift_resample
 
+#: Samplers of :class:`ResamplingPreprocessor`: fixed shift (Eq. 7) or random per-pixel shift (Eq. 8).
 SAMPLERS = ("invariant", "variant")
 
 

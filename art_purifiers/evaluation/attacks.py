@@ -6,11 +6,15 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
 import numpy as np
-from art.attacks.evasion import BasicIterativeMethod, FastGradientMethod, ProjectedGradientDescent
+import torch
+from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
 
 from art_purifiers.evaluation.autoattack import StandardAutoAttack
 
-ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm")
+#: Attacks accepted by :class:`AttackSpec` (HopSkipJump is the ``decision`` threat model's own attack).
+ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
 
 
 def parse_eps(text: str | float) -> float:
@@ -18,17 +22,73 @@ def parse_eps(text: str | float) -> float:
     return float(Fraction(text)) if isinstance(text, str) else float(text)
 
 
+class CWMarginLoss(nn.Module):
+    """Carlini & Wagner's margin ``min(max_{j != y} z_j - z_y, kappa)``, averaged; maximised by the attack."""
+
+    def __init__(self, kappa: float = 50.0) -> None:
+        super().__init__()
+        self.kappa = kappa
+        self.reduction = "mean"
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if labels.ndim == 2:  # ART passes one-hot labels to losses other than CrossEntropyLoss
+            labels = labels.argmax(1)
+        labels = labels.long()
+        true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
+        other = logits.masked_fill(nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
+        return (other - true).clamp(max=self.kappa).mean()
+
+
+def with_loss(classifier: PyTorchClassifier, loss: nn.Module) -> PyTorchClassifier:
+    """The same classifier (model, defences, preprocessing, device) with another training loss."""
+    return PyTorchClassifier(
+        model=classifier.model,
+        loss=loss,
+        input_shape=classifier.input_shape,
+        nb_classes=classifier.nb_classes,
+        clip_values=classifier.clip_values,
+        preprocessing_defences=classifier.preprocessing_defences,
+        postprocessing_defences=classifier.postprocessing_defences,
+        preprocessing=classifier.preprocessing,
+        device_type="cpu" if classifier.device.type == "cpu" else "gpu",
+    )
+
+
+def project_to_ball(x: np.ndarray, x_adv: np.ndarray, norm: float, eps: float) -> np.ndarray:
+    """Project ``x_adv`` onto the ``eps``-ball around ``x`` (and ``[0, 1]``)."""
+    delta = (x_adv - x).reshape(len(x), -1)
+    if norm == np.inf:
+        delta = np.clip(delta, -eps, eps)
+    else:
+        size = np.linalg.norm(delta, axis=1, keepdims=True)
+        delta = delta * np.minimum(1.0, eps / np.maximum(size, 1e-12))
+    return np.clip(x + delta.reshape(x.shape), 0.0, 1.0).astype(np.float32)
+
+
+class _BudgetProjected:
+    """A minimal-perturbation attack (DeepFool) whose result is projected onto the threat model's ball."""
+
+    def __init__(self, attack, norm: float, eps: float) -> None:
+        self.attack, self.norm, self.eps = attack, norm, eps
+
+    def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+        return project_to_ball(x, self.attack.generate(x, y=y), self.norm, self.eps)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
     """An attack and its settings.
 
-    :param name: One of :data:`ATTACKS`.
+    :param name: One of :data:`ATTACKS`: AutoAttack (standard composition), PGD, FGSM, BIM, MI-FGSM (PGD with
+        momentum), C&W (PGD on the C&W margin loss within the budget) or DeepFool (projected onto the budget).
     :param norm: ``"inf"`` or ``"2"``.
     :param eps: Budget in input units (``[0, 1]`` pixels).
-    :param steps: Iterations of iterative attacks (PGD, BIM, MI-FGSM; APGD for AutoAttack).
-    :param step_size: Step of PGD/BIM/MI-FGSM; ``None`` means ``eps / 4``.
-    :param random_start: PGD starts from a random point in the ball.
-    :param momentum: Decay of MI-FGSM.
+    :param steps: Iterations (PGD, BIM, MI-FGSM, C&W; APGD and FAB in AutoAttack; DeepFool).
+    :param step_size: Step of PGD/BIM/MI-FGSM/C&W; ``None`` means ``eps / 4``.
+    :param random_start: PGD and C&W start from a random point in the ball.
+    :param momentum: Decay factor of MI-FGSM.
+    :param extra: Further keyword arguments of the underlying attack (e.g. ``square_queries`` for AutoAttack,
+        ``kappa`` for C&W).
     """
 
     name: str = "autoattack"
@@ -47,6 +107,8 @@ class AttackSpec:
             raise ValueError(f"norm must be 'inf' or '2', got {self.norm!r}.")
         if not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps!r}.")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps!r}.")
 
     @property
     def norm_value(self) -> float:
@@ -55,28 +117,41 @@ class AttackSpec:
     def settings(self) -> dict:
         """The settings that define the attack (what the cache key and the table record)."""
         settings = asdict(self)
-        if self.name == "autoattack":
+        if self.name in ("autoattack", "fgsm", "deepfool"):
             for unused in ("step_size", "random_start", "momentum"):
                 settings.pop(unused)
+        else:
+            if self.name != "mifgsm":
+                settings.pop("momentum")
+            if self.name not in ("pgd", "cw"):
+                settings.pop("random_start")
+        if self.name == "fgsm":
+            settings.pop("steps")
         return settings
 
     def label(self) -> str:
         eps = Fraction(self.eps).limit_denominator(1000)
-        return f"{self.name} L{self.norm} eps={eps}"
+        steps = "" if self.name in ("fgsm", "autoattack") else f"-{self.steps}"
+        return f"{self.name}{steps} L{self.norm} eps={eps}"
 
-    def build(self, classifier, batch_size: int = 128, verbose: bool = False):
-        """The attack object for ``classifier``; it has ``generate(x, y) -> x_adv``."""
+    def build(self, classifier: PyTorchClassifier, batch_size: int = 128, verbose: bool = False):
+        """The attack object for ``classifier``; it has ``generate(x, y) -> x_adv`` (``y``: labels)."""
         step = self.step_size if self.step_size is not None else self.eps / 4
-        common = {"norm": self.norm_value, "eps": self.eps, "batch_size": batch_size}
+        norm = self.norm_value
         if self.name == "autoattack":
-            return StandardAutoAttack(classifier, n_iter=self.steps, verbose=verbose, **common, **self.extra)
+            return StandardAutoAttack(classifier, norm=norm, eps=self.eps, n_iter=self.steps, batch_size=batch_size,
+                                      verbose=verbose, **self.extra)
         if self.name == "fgsm":
-            return FastGradientMethod(classifier, **common)
-        if self.name == "bim":
-            return BasicIterativeMethod(classifier, eps=self.eps, eps_step=step, max_iter=self.steps,
-                                        batch_size=batch_size, verbose=verbose)
+            return FastGradientMethod(classifier, norm=norm, eps=self.eps, batch_size=batch_size)
+        if self.name == "deepfool":
+            deepfool = DeepFool(classifier, max_iter=self.steps, batch_size=batch_size, verbose=verbose, **self.extra)
+            return _BudgetProjected(deepfool, norm, self.eps)
+        if self.name == "cw":
+            classifier = with_loss(classifier, CWMarginLoss(**self.extra))
+        # BIM and MI-FGSM are PGD without random start (MI-FGSM with momentum); ART's own BIM is Linf-only.
         decay = self.momentum if self.name == "mifgsm" else None
+        random_start = self.random_start and self.name in ("pgd", "cw")
         return ProjectedGradientDescent(
-            classifier, eps_step=step, max_iter=self.steps, num_random_init=int(self.random_start and decay is None),
-            decay=decay, verbose=verbose, **common,
+            classifier, norm=norm, eps=self.eps, eps_step=step, max_iter=self.steps, decay=decay,
+            num_random_init=int(random_start), batch_size=batch_size, verbose=verbose,
         )

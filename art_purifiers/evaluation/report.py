@@ -7,12 +7,14 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
+#: Output formats of :meth:`ResultTable.render`.
 FORMATS = ("text", "markdown", "json", "csv")
 
 
 @dataclass
 class ResultRow:
-    """One measured figure: standard accuracy (SA) and robust accuracy (RA), in percent."""
+    """One measured figure: standard accuracy (SA) and robust accuracy (RA) in percent, with the counts they
+    come from (so shards can be merged exactly), the wall time of the attack and its settings."""
 
     defence: str
     threat: str
@@ -24,15 +26,60 @@ class ResultRow:
     note: str = ""
     defence_params: dict = field(default_factory=dict)
     attack_params: dict = field(default_factory=dict)
+    sa_correct: int = 0
+    ra_correct: int | None = None
+
+    @classmethod
+    def from_counts(cls, defence: str, threat: str, attack: str, sa_correct: int, ra_correct: int | None, n: int,
+                    seconds: float, note: str = "", defence_params: dict | None = None,
+                    attack_params: dict | None = None) -> ResultRow:
+        """A row from numbers of correctly classified clean and adversarial images out of ``n``."""
+        ra = None if ra_correct is None else 100.0 * ra_correct / n
+        return cls(defence, threat, attack, 100.0 * sa_correct / n, ra, n, seconds, note, defence_params or {},
+                   attack_params or {}, sa_correct, ra_correct)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.defence, self.threat, self.attack)
 
 
 @dataclass
 class ResultTable:
+    """Rows of one evaluation plus its settings (``meta``: victim, data, seed, attacks, command)."""
+
     rows: list[ResultRow] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
     def add(self, row: ResultRow) -> None:
+        """Append a row."""
         self.rows.append(row)
+
+    @classmethod
+    def from_json(cls, text: str) -> ResultTable:
+        """Inverse of :meth:`to_json`."""
+        data = json.loads(text)
+        return cls([ResultRow(**row) for row in data["rows"]], data.get("meta", {}))
+
+    @classmethod
+    def merge(cls, tables: list[ResultTable]) -> ResultTable:
+        """Combine tables of disjoint sample shards: counts and wall times add up, rows keep their order.
+
+        Every table must hold the same rows (same defences, threat models and attacks).
+        """
+        if not tables:
+            raise ValueError("Nothing to merge.")
+        keys = [row.key for row in tables[0].rows]
+        for table in tables[1:]:
+            if [row.key for row in table.rows] != keys:
+                raise ValueError("Tables to merge must hold the same rows (defence, threat, attack) in order.")
+        merged = cls(meta={**tables[0].meta, "n": sum(t.meta.get("n", 0) for t in tables), "shards": len(tables)})
+        for rows in zip(*(t.rows for t in tables), strict=True):
+            first = rows[0]
+            robust = None if first.ra_correct is None else sum(r.ra_correct for r in rows)
+            merged.add(ResultRow.from_counts(first.defence, first.threat, first.attack, sum(r.sa_correct for r in rows),
+                                             robust, sum(r.n for r in rows), sum(r.seconds for r in rows), first.note,
+                                             first.defence_params, first.attack_params))
+        return merged
 
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         header = ["defence", "threat", "attack", "SA %", "RA %", "n", "time s", "note"]
@@ -44,6 +91,7 @@ class ResultTable:
         return header, body
 
     def to_markdown(self) -> str:
+        """GitHub-flavoured Markdown table followed by the settings."""
         header, body = self._cells()
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -51,6 +99,7 @@ class ResultTable:
         return "\n".join(lines) + (f"\n\n{meta}\n" if meta else "\n")
 
     def to_text(self) -> str:
+        """Aligned plain-text table for the terminal."""
         header, body = self._cells()
         widths = [max(len(c) for c in column) for column in zip(header, *body, strict=True)]
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
@@ -60,9 +109,11 @@ class ResultTable:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
+        """Everything, rows and settings, as JSON (readable back with :meth:`from_json`)."""
         return json.dumps({"meta": self.meta, "rows": [asdict(r) for r in self.rows]}, indent=2, default=str)
 
     def to_csv(self) -> str:
+        """One CSV line per row; parameter dictionaries are JSON-encoded."""
         buffer = io.StringIO()
         names = list(asdict(self.rows[0]).keys()) if self.rows else [f for f in ResultRow.__dataclass_fields__]
         writer = csv.DictWriter(buffer, fieldnames=names)
@@ -72,6 +123,7 @@ class ResultTable:
         return buffer.getvalue()
 
     def render(self, fmt: str = "text") -> str:
+        """The table in one of :data:`FORMATS`."""
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}.")
         return {"text": self.to_text, "markdown": self.to_markdown, "json": self.to_json, "csv": self.to_csv}[fmt]()

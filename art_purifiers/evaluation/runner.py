@@ -1,12 +1,20 @@
 """Run threat models against defences and collect one table.
 
-Threat models (see ``docs/evaluating.md``):
+Threat models (see ``docs/evaluating.md`` for what each does and does not prove):
 
 * ``clean``: accuracy of the victim, and of victim + defence, on clean images (SA).
 * ``oblivious``: adversarial examples crafted on the bare victim, classified through the defence.
 * ``bpda``: the attack runs on victim + defence with ``gradient="bpda"`` (identity backward).
 * ``adaptive``: the attack runs on victim + defence with ``gradient="exact"`` (refused, with a note, for
   defences that are not differentiable).
+* ``eot``: for random defences, the attack runs on :class:`~art_purifiers.evaluation.eot.EOTClassifier`
+  (gradients and decisions averaged over ``eot_draws`` draws; exact gradient where the defence allows it,
+  BPDA otherwise). Deterministic defences are skipped with a note (``eot`` equals ``adaptive``/``bpda``).
+* ``decision``: HopSkipJump with ``queries`` model queries per image on victim + defence (on the EOT
+  classifier for random defences, whose single-draw decisions would be noise to the attack).
+
+Every row's RA is the accuracy of the *deployed* classifier (victim + defence as constructed) on that
+threat model's adversarial examples.
 """
 
 from __future__ import annotations
@@ -16,21 +24,26 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
+from tqdm.auto import tqdm
 
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.evaluation.attacks import AttackSpec
+from art_purifiers.evaluation.decision import BudgetedHopSkipJump
+from art_purifiers.evaluation.eot import EOTClassifier
 from art_purifiers.evaluation.report import ResultRow, ResultTable
 
 logger = logging.getLogger(__name__)
 
-THREATS = ("clean", "oblivious", "bpda", "adaptive")
+#: Threat models of :func:`evaluate`, in the order their rows appear.
+THREATS = ("clean", "oblivious", "bpda", "adaptive", "eot", "decision")
+NO_VICTIM_DEFENCE = "none"
 
 
 def art_classifier(
@@ -52,9 +65,14 @@ def art_classifier(
     )
 
 
+def correct_count(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128) -> int:
+    """Number of correctly classified images."""
+    return int((classifier.predict(x, batch_size=batch_size).argmax(1) == y).sum())
+
+
 def accuracy(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128) -> float:
     """Top-1 accuracy in percent."""
-    return float((classifier.predict(x, batch_size=batch_size).argmax(1) == y).mean() * 100)
+    return 100.0 * correct_count(classifier, x, y, batch_size) / len(x)
 
 
 def fingerprint(*parts) -> str:
@@ -100,10 +118,53 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _with_gradient(defence: PurifierPreprocessor, gradient: str) -> PurifierPreprocessor:
+def _with_params(defence: PurifierPreprocessor, **params) -> PurifierPreprocessor:
     attacked = copy.deepcopy(defence)
-    attacked.set_params(gradient=gradient)
+    attacked.set_params(**params)
     return attacked
+
+
+class _Evaluation:
+    """State shared by the threat models of one :func:`evaluate` call."""
+
+    def __init__(self, victim, defences, x, y, seed, batch_size, device, cache_dir, verbose, eot_draws, queries):
+        self.victim, self.defences, self.x, self.y = victim, dict(defences), x, y
+        self.seed, self.batch_size, self.device, self.verbose = seed, batch_size, device, verbose
+        self.eot_draws, self.queries = eot_draws, queries
+        self.cache = AdversarialCache(cache_dir)
+        self.base_key = (fingerprint(victim), fingerprint(x, y), seed)
+        self.deployed = {NO_VICTIM_DEFENCE: art_classifier(victim, device=device)}
+        self.deployed.update({name: art_classifier(victim, [d], device=device) for name, d in defences.items()})
+        self.clean_correct = {name: correct_count(c, x, y, batch_size) for name, c in self.deployed.items()}
+        self.params = {name: {p: getattr(d, p) for p in d.params} for name, d in defences.items()}
+        self.params[NO_VICTIM_DEFENCE] = {}
+
+    def classifier(self, defence: PurifierPreprocessor | None) -> PyTorchClassifier:
+        return art_classifier(self.victim, None if defence is None else [defence], device=self.device)
+
+    def eot_classifier(self, defence: PurifierPreprocessor) -> PyTorchClassifier:
+        gradient = "exact" if defence.differentiable else "bpda"
+        return art_classifier(EOTClassifier(self.victim, _with_params(defence, gradient=gradient, seed=None),
+                                            self.eot_draws), device=self.device)
+
+    def crafted(self, key_parts, make_attack) -> tuple[np.ndarray, float]:
+        key = fingerprint("adv-v1", *key_parts, *self.base_key)
+        hit = self.cache.get(key)
+        if hit is not None:
+            logger.info("cache hit %s", key)
+            return hit
+        _seed_everything(self.seed)
+        start = time.perf_counter()
+        x_adv = make_attack().generate(self.x, self.y).astype(np.float32)
+        seconds = time.perf_counter() - start
+        self.cache.put(key, x_adv, seconds)
+        return x_adv, seconds
+
+    def row(self, defence: str, threat: str, attack: str, x_adv: np.ndarray | None, seconds: float,
+            note: str = "", attack_params: dict | None = None) -> ResultRow:
+        robust = None if x_adv is None else correct_count(self.deployed[defence], x_adv, self.y, self.batch_size)
+        return ResultRow.from_counts(defence, threat, attack, self.clean_correct[defence], robust, len(self.x),
+                                     seconds, note, self.params[defence], attack_params or {})
 
 
 def evaluate(
@@ -111,80 +172,109 @@ def evaluate(
     defences: Mapping[str, PurifierPreprocessor],
     x: np.ndarray,
     y: np.ndarray,
-    threats: tuple[str, ...] = ("clean", "oblivious"),
-    attack: AttackSpec | None = None,
+    threats: Sequence[str] = ("clean", "oblivious"),
+    attack: AttackSpec | Sequence[AttackSpec] | None = None,
     seed: int = 0,
     batch_size: int = 128,
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     victim_name: str = "victim",
     verbose: bool = False,
+    eot_draws: int = 8,
+    queries: int = 1000,
 ) -> ResultTable:
     """Evaluate each defence under each threat model on ``(x, y)``.
 
     :param victim: Classifier taking ``(N, 3, H, W)`` images in ``[0, 1]`` and returning logits.
-    :param defences: ``{row name: defence}``; the bare victim is always reported too.
+    :param defences: ``{row name: defence}``; the bare victim is always reported too (as ``"none"``).
     :param x: Images, float32 ``(N, 3, H, W)`` in ``[0, 1]``.
     :param y: Integer labels ``(N,)``.
     :param threats: Subset of :data:`THREATS`.
-    :param attack: The attack run by every threat model but ``clean`` (default: AutoAttack, Linf 8/255).
+    :param attack: The attack(s) of every gradient threat model, one row each (default: AutoAttack, Linf
+        8/255). ``decision`` uses HopSkipJump with each attack's norm and eps.
     :param seed: Seed of numpy/torch before every attack.
     :param cache_dir: Folder of the adversarial-example cache, or ``None``.
-    :return: A :class:`ResultTable`; SA is the clean accuracy of the same classifier, RA the accuracy on
-        the adversarial examples of that threat model.
+    :param eot_draws: Draws averaged by the ``eot`` threat model (and ``decision`` on random defences).
+    :param queries: HopSkipJump's query budget per image (``decision``).
+    :return: A :class:`~art_purifiers.evaluation.report.ResultTable`. SA is the clean accuracy of the deployed classifier, RA its accuracy on
+        the threat model's adversarial examples.
     """
     unknown = set(threats) - set(THREATS)
     if unknown:
         raise ValueError(f"Unknown threat models {sorted(unknown)}; choose from {THREATS}.")
-    attack = attack or AttackSpec()
-    y = np.asarray(y, dtype=np.int64)
-    cache = AdversarialCache(cache_dir)
-    data_key = fingerprint(x, y)
-    victim_key = fingerprint(victim)
-    bare = art_classifier(victim, device=device)
-    defended = {name: art_classifier(victim, [d], device=device) for name, d in defences.items()}
-    table = ResultTable(meta={"victim": victim_name, "n": len(x), "seed": seed, "attack": attack.settings()})
-    clean_accuracy = {"none": accuracy(bare, x, y, batch_size)}
-    clean_accuracy.update({name: accuracy(c, x, y, batch_size) for name, c in defended.items()})
-    params = {name: {p: getattr(d, p) for p in d.params} for name, d in defences.items()}
-    params["none"] = {}
-
-    def crafted(threat: str, target: PyTorchClassifier, defence_key) -> tuple[np.ndarray, float]:
-        key = fingerprint("adv-v1", threat, attack.settings(), victim_key, data_key, defence_key, seed)
-        hit = cache.get(key)
-        if hit is not None:
-            logger.info("cache hit %s for %s", key, threat)
-            return hit
-        _seed_everything(seed)
-        start = time.perf_counter()
-        x_adv = attack.build(target, batch_size=batch_size, verbose=verbose).generate(x, y).astype(np.float32)
-        seconds = time.perf_counter() - start
-        cache.put(key, x_adv, seconds)
-        return x_adv, seconds
-
-    def row(defence: str, threat: str, ra: float | None, seconds: float, note: str = "") -> None:
-        label = "-" if threat == "clean" else attack.label()
-        table.add(ResultRow(defence, threat, label, clean_accuracy[defence], ra, len(x), seconds, note,
-                            params[defence], {} if threat == "clean" else attack.settings()))
-
+    if NO_VICTIM_DEFENCE in defences:
+        raise ValueError(f"{NO_VICTIM_DEFENCE!r} names the bare victim; give the defence another name.")
+    specs = [AttackSpec()] if attack is None else [attack] if isinstance(attack, AttackSpec) else list(attack)
+    run = _Evaluation(victim, defences, x.astype(np.float32), np.asarray(y, dtype=np.int64), seed, batch_size, device,
+                      cache_dir, verbose, eot_draws, queries)
+    table = ResultTable(meta={"victim": victim_name, "n": len(x), "seed": seed,
+                              "attacks": [s.settings() for s in specs]})
     if "clean" in threats:
-        for name in clean_accuracy:
-            row(name, "clean", None, 0.0)
-    if "oblivious" in threats:
-        x_adv, seconds = crafted("oblivious", bare, None)
-        row("none", "oblivious", accuracy(bare, x_adv, y, batch_size), seconds)
-        for name, classifier in defended.items():
-            ra = accuracy(classifier, x_adv, y, batch_size)
-            row(name, "oblivious", ra, seconds, "adv. crafted on the bare victim")
-    for threat, gradient in (("bpda", "bpda"), ("adaptive", "exact")):
-        if threat not in threats:
-            continue
-        for name, defence in defences.items():
-            if gradient == "exact" and not defence.differentiable:
-                row(name, threat, None, 0.0, "refused: defence is not differentiable")
-                continue
-            target = art_classifier(victim, [_with_gradient(defence, gradient)], device=device)
-            x_adv, seconds = crafted(threat, target, [repr(defence), gradient])
-            note = "random defence: single draw, see eot" if defence.randomized else ""
-            row(name, threat, accuracy(defended[name], x_adv, y, batch_size), seconds, note)
+        for name in run.deployed:
+            table.add(run.row(name, "clean", "-", None, 0.0))
+    jobs = [(threat, spec, name) for threat in THREATS if threat in threats and threat != "clean" for spec in specs
+            for name in ([None] if threat == "oblivious" else list(defences))]
+    for threat, spec, name in tqdm(jobs, desc="threat models", disable=not verbose or not jobs):
+        table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
     return table
+
+
+def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
+    x_adv, seconds = run.crafted(("oblivious", spec.settings()),
+                                 lambda: spec.build(run.deployed[NO_VICTIM_DEFENCE], run.batch_size, run.verbose))
+    return [run.row(name, "oblivious", spec.label(), x_adv, seconds,
+                    "" if name == NO_VICTIM_DEFENCE else "adv. crafted on the bare victim", spec.settings())
+            for name in run.deployed]
+
+
+def _gradient_threat(threat: str, gradient: str):
+    def attack_defended(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
+        defence = run.defences[name]
+        if gradient == "exact" and not defence.differentiable:
+            return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
+        target = run.classifier(_with_params(defence, gradient=gradient))
+        x_adv, seconds = run.crafted((threat, spec.settings(), repr(defence)),
+                                     lambda: spec.build(target, run.batch_size, run.verbose))
+        note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
+        return [run.row(name, threat, spec.label(), x_adv, seconds, note, spec.settings())]
+
+    return attack_defended
+
+
+def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
+    defence = run.defences[name]
+    if not defence.randomized:
+        return [run.row(name, "eot", spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")]
+    target = run.eot_classifier(defence)
+    x_adv, seconds = run.crafted(("eot", spec.settings(), repr(defence), run.eot_draws),
+                                 lambda: spec.build(target, run.batch_size, run.verbose))
+    gradient = "exact" if defence.differentiable else "bpda"
+    return [run.row(name, "eot", f"{spec.label()} eot={run.eot_draws}", x_adv, seconds,
+                    f"gradients and decisions averaged over {run.eot_draws} draws ({gradient})",
+                    {**spec.settings(), "eot_draws": run.eot_draws, "gradient": gradient})]
+
+
+def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
+    defence = run.defences[name]
+    target = run.eot_classifier(defence) if defence.randomized else run.classifier(defence)
+    hsj = BudgetedHopSkipJump(target, norm=spec.norm_value, eps=spec.eps, max_queries=run.queries,
+                              batch_size=run.batch_size, verbose=run.verbose)
+    key = ("decision", spec.norm, run.queries, repr(defence), defence.randomized and run.eot_draws)
+    x_adv, seconds = run.crafted(key, lambda: hsj)
+    # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
+    delta = (x_adv - run.x).reshape(len(run.x), -1)
+    size = np.abs(delta).max(1) if spec.norm == "inf" else np.linalg.norm(delta, axis=1)
+    x_adv = np.where((size <= spec.eps * (1 + 1e-4))[:, None, None, None], x_adv, run.x).astype(np.float32)
+    eps = spec.label().split(" ", 1)[1]
+    note = f"on EOT classifier ({run.eot_draws} draws)" if defence.randomized else ""
+    params = {**hsj.params, "norm": spec.norm, "eps": spec.eps}
+    return [run.row(name, "decision", f"hopskipjump-{run.queries}q {eps}", x_adv, seconds, note, params)]
+
+
+_THREAT_MODELS = {
+    "oblivious": _oblivious,
+    "bpda": _gradient_threat("bpda", "bpda"),
+    "adaptive": _gradient_threat("adaptive", "exact"),
+    "eot": _eot,
+    "decision": _decision,
+}

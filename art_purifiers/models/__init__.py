@@ -32,15 +32,45 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_victim(name_or_path: str | Path = "resnet20", num_classes: int = 10) -> nn.Module:
-    """A ready CIFAR-10 classifier taking ``(N, 3, 32, 32)`` images in ``[0, 1]`` and returning logits.
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    return read_reference_checkpoint(path)
 
-    :param name_or_path: ``"resnet20"`` (the bundled weights), a ``.safetensors`` file, or a reference
-        ``.th``/``.pt`` checkpoint of a CIFAR ResNet (depth inferred from its keys).
-    :return: A :class:`NormalizedClassifier` in ``eval()`` mode with ImageNet mean/std normalisation inside,
-        as the reference checkpoints expect.
+
+def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mean, std) -> nn.Module:
+    import timm
+
+    network = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if checkpoint is None:
+        raise ValueError(f"timm victim {name!r} needs a checkpoint (weights are never downloaded).")
+    network.load_state_dict(_read_state(Path(checkpoint)))
+    config = getattr(network, "pretrained_cfg", {}) or {}
+    return NormalizedClassifier(network, mean or config.get("mean", IMAGENET_MEAN), std or config.get("std", IMAGENET_STD))
+
+
+def load_victim(
+    name_or_path: str | Path = "resnet20",
+    num_classes: int = 10,
+    checkpoint: str | Path | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> nn.Module:
+    """A ready classifier taking ``(N, 3, H, W)`` images in ``[0, 1]`` and returning logits.
+
+    :param name_or_path: ``"resnet20"`` (the bundled weights); a ``.safetensors`` file or a reference
+        ``.th``/``.pt`` checkpoint of a CIFAR ResNet (depth inferred from its keys); or ``"timm:NAME"``, a timm
+        architecture whose weights come from ``checkpoint``.
+    :param checkpoint: Weights of a timm victim (``.safetensors``, or a state dict loaded with
+        ``weights_only=True``).
+    :param mean: Normalisation mean applied inside the model (default: ImageNet's, as the reference CIFAR
+        ResNets expect; for timm, the architecture's ``pretrained_cfg``).
+    :param std: Normalisation standard deviation, likewise.
+    :return: A :class:`~art_purifiers.models.normalized.NormalizedClassifier` in ``eval()`` mode.
     """
     name = str(name_or_path)
+    if name.startswith("timm:"):
+        return _timm_victim(name.removeprefix("timm:"), checkpoint, num_classes, mean, std).eval()
     if name in BUNDLED_VICTIMS:
         state = load_weights(BUNDLED_VICTIMS[name])
     elif name in registry():
@@ -51,7 +81,7 @@ def load_victim(name_or_path: str | Path = "resnet20", num_classes: int = 10) ->
             raise ValueError(
                 f"Unknown victim {name!r}: use one of {sorted(BUNDLED_VICTIMS)} or a path to a checkpoint."
             )
-        state = load_safetensors(path) if path.suffix == ".safetensors" else read_reference_checkpoint(path)
+        state = _read_state(path)
     network = cifar_resnet(infer_depth(state), num_classes)
     network.load_state_dict(state)
-    return NormalizedClassifier(network, IMAGENET_MEAN, IMAGENET_STD).eval()
+    return NormalizedClassifier(network, mean or IMAGENET_MEAN, std or IMAGENET_STD).eval()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import torch
 
+#: Reconstructions of :func:`shift_resample` (Eqs. 5 and 6).
 INTERPOLATIONS = ("bilinear", "nearest")
+#: What :func:`shift_resample` reads outside the image.
 PADDING_MODES = ("border", "zeros")
 
 

@@ -1,8 +1,9 @@
 """Build the shipped victim weights from a reference CIFAR ResNet checkpoint.
 
-The bundled ``resnet20_cifar10.safetensors`` was produced by::
+The bundled ``resnet20_cifar10.safetensors`` was produced by (one command)::
 
-    art-purifiers convert-victim ../shared/data/weights/akamaster_pytorch_resnet_cifar10/resnet20-12fca82f.th \
+    art-purifiers convert-victim
+        ../shared/data/weights/akamaster_pytorch_resnet_cifar10/resnet20-12fca82f.th
         art_purifiers/weights/resnet20_cifar10.safetensors
 """
 
@@ -18,7 +19,7 @@ from art_purifiers.weights import save_safetensors
 def convert_reference_checkpoint(source: str | Path, destination: str | Path) -> str:
     """Convert a reference ``.th`` CIFAR ResNet checkpoint to safetensors; return the new file's sha256.
 
-    The state dict is loaded into :func:`~art_purifiers.models.cifar_resnet` first (strict), so a file
+    The state dict is loaded into :func:`~art_purifiers.models.cifar_resnet.cifar_resnet` first (strict), so a file
     that would not load as a victim is never written.
     """
     state = read_reference_checkpoint(source)

@@ -58,8 +58,13 @@ def load_weights(name: str) -> dict[str, torch.Tensor]:
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> str:
-    """Save a state dict as safetensors (contiguous CPU tensors) and return the file's sha256."""
+    """Save a state dict as safetensors (contiguous CPU tensors) and return the file's sha256.
+
+    ``metadata`` is stored as one JSON string under the key ``"art_purifiers"``: safetensors writes several
+    metadata keys in an unspecified order, which would make the bytes (and the sha256) vary between runs.
+    """
     tensors = {key: value.detach().cpu().contiguous() for key, value in state_dict.items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
+    header = {"art_purifiers": json.dumps(metadata or {}, sort_keys=True, default=str)}
+    save_file(tensors, str(path), metadata=header)
     return sha256_of(path)
