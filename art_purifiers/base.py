@@ -3,10 +3,10 @@
 :class:`PurifierPreprocessor` solves, once, the parts of ART's ``PreprocessorPyTorch`` contract that are
 easy to get subtly wrong (see ``docs/evaluating.md`` and ART 1.20's ``art/estimators/pytorch.py``):
 
-* ART back-propagates through :meth:`PurifierPreprocessor.forward` when every preprocessing step is a ``PreprocessorPyTorch``,
-  and through :meth:`PurifierPreprocessor.estimate_forward` otherwise (the numpy path). Both must give the same gradient, so
-  BPDA (identity backward, Athalye et al. 2018) is built into :meth:`forward` as a straight-through
-  estimator and :meth:`estimate_forward` returns the identity in that mode.
+* ART back-propagates through :meth:`PurifierPreprocessor.forward` when every preprocessing step is a
+  ``PreprocessorPyTorch``, and through :meth:`PurifierPreprocessor.estimate_forward` otherwise (the numpy
+  path). Both must give the same gradient, so BPDA (identity backward, Athalye et al. 2018) is built into
+  ``forward`` as a straight-through estimator and ``estimate_forward`` returns the identity in that mode.
 * ``PyTorchClassifier.predict`` hands the *whole* input array to the defence under ``torch.no_grad()``;
   the purification therefore runs in chunks of ``batch_size`` samples.
 * HopSkipJump under numpy 2 produces float64 queries; the output is always float32.

@@ -9,8 +9,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from art_purifiers import ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
+
+
+class ConvPurifier(PurifierPreprocessor):
+    """Test double: a frozen residual convolution, so the contract also covers defences holding networks."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        torch.manual_seed(0)
+        conv = nn.Conv2d(3, 3, 3, padding=1)
+        nn.init.normal_(conv.weight, std=0.05)
+        self.register_network("denoiser", conv)
+        self._check_params()
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x + 0.1 * torch.tanh(self.denoiser(x))
 
 
 @dataclass(frozen=True)
@@ -25,6 +43,7 @@ CASES = [
     ContractCase("resampling-nearest-invariant", lambda **kw: ResamplingPreprocessor("nearest", "invariant", **kw)),
     ContractCase("resampling-bilinear-variant", lambda **kw: ResamplingPreprocessor("bilinear", "variant", **kw)),
     ContractCase("resampling-nearest-variant", lambda **kw: ResamplingPreprocessor("nearest", "variant", **kw)),
+    ContractCase("conv-purifier-test-double", ConvPurifier),
 ]
 
 #: (case, gradient mode) pairs, with readable ids, for ``pytest.mark.parametrize``.

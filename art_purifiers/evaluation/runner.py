@@ -196,8 +196,8 @@ def evaluate(
     :param cache_dir: Folder of the adversarial-example cache, or ``None``.
     :param eot_draws: Draws averaged by the ``eot`` threat model (and ``decision`` on random defences).
     :param queries: HopSkipJump's query budget per image (``decision``).
-    :return: A :class:`~art_purifiers.evaluation.report.ResultTable`. SA is the clean accuracy of the deployed classifier, RA its accuracy on
-        the threat model's adversarial examples.
+    :return: A :class:`~art_purifiers.evaluation.report.ResultTable`. SA is the clean accuracy of the
+        deployed classifier, RA its accuracy on the threat model's adversarial examples.
     """
     unknown = set(threats) - set(THREATS)
     if unknown:

@@ -46,7 +46,8 @@ def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mea
         raise ValueError(f"timm victim {name!r} needs a checkpoint (weights are never downloaded).")
     network.load_state_dict(_read_state(Path(checkpoint)))
     config = getattr(network, "pretrained_cfg", {}) or {}
-    return NormalizedClassifier(network, mean or config.get("mean", IMAGENET_MEAN), std or config.get("std", IMAGENET_STD))
+    mean = mean or config.get("mean", IMAGENET_MEAN)
+    return NormalizedClassifier(network, mean, std or config.get("std", IMAGENET_STD))
 
 
 def load_victim(

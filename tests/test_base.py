@@ -1,0 +1,63 @@
+"""Behaviour of PurifierPreprocessor that the contract suite does not reach directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from defences_under_contract import ConvPurifier
+
+from art_purifiers.base import PurifierPreprocessor
+
+
+def test_registered_networks_are_frozen_and_follow_the_input():
+    defence = ConvPurifier(device_type="cpu")
+    assert not defence.denoiser.training
+    assert all(not p.requires_grad for p in defence.denoiser.parameters())
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    out, _ = defence.forward(x)
+    out.sum().backward()
+    assert x.grad is not None and all(p.grad is None for p in defence.denoiser.parameters())
+
+
+def test_bpda_value_is_purified_and_gradient_is_identity():
+    x = torch.rand(2, 3, 8, 8, requires_grad=True)
+    bpda = ConvPurifier(gradient="bpda", device_type="cpu")
+    out, _ = bpda.forward(x)
+    torch.testing.assert_close(out, ConvPurifier(device_type="cpu").forward(x)[0])
+    out.backward(torch.full_like(out, 3.0))
+    torch.testing.assert_close(x.grad, torch.full_like(x, 3.0))
+
+
+def test_output_is_clipped_to_clip_values():
+    class Overshoot(PurifierPreprocessor):
+        def purify(self, x, generator):
+            return x * 3 - 1
+
+    out, _ = Overshoot(device_type="cpu")(np.random.default_rng(0).uniform(size=(2, 3, 4, 4)).astype(np.float32))
+    assert out.min() >= 0.0 and out.max() <= 1.0
+
+
+def test_non_differentiable_defence_refuses_exact():
+    class Rounding(PurifierPreprocessor):
+        differentiable = False
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self._check_params()
+
+        def purify(self, x, generator):
+            return torch.round(x * 4) / 4
+
+    with pytest.raises(ValueError, match="not differentiable"):
+        Rounding(gradient="exact")
+    defence = Rounding(gradient="bpda", device_type="cpu")
+    with pytest.raises(ValueError, match="not differentiable"):
+        defence.set_params(gradient="exact")
+
+
+def test_unseeded_generators_differ_and_seeded_repeat():
+    defence = ConvPurifier(device_type="cpu")
+    assert defence._call_generator().initial_seed() != defence._call_generator().initial_seed()
+    defence.set_params(seed=7)
+    assert defence._call_generator().initial_seed() == defence._call_generator().initial_seed() == 7
