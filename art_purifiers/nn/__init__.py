@@ -1,5 +1,18 @@
 """Plain torch networks and functional ops used by the defences (no ART here)."""
 
+from art_purifiers.nn.edsr import EDSREncoder
+from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
+from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
 from art_purifiers.nn.resampling import pixel_grid, shift_resample
+from art_purifiers.nn.samplenet import SampleNet
 
-__all__ = ["pixel_grid", "shift_resample"]
+__all__ = [
+    "EDSREncoder",
+    "ImplicitRepresentation",
+    "LocalImplicitDecoder",
+    "SampleNet",
+    "pixel_centres",
+    "pixel_grid",
+    "query_grid",
+    "shift_resample",
+]

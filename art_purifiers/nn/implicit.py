@@ -1,0 +1,58 @@
+"""The implicit (continuous) image representation of IRAD and DISCO: an EDSR encoder plus a LIIF decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from art_purifiers.nn.edsr import EDSREncoder
+from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
+
+
+def query_grid(
+    batch: int, height: int, width: int, shifts: torch.Tensor | None, device: torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Query coordinates and cells for rendering a ``height x width`` image, optionally at shifted positions.
+
+    :param shifts: ``(B, H, W, 2)`` shifts in pixels ``(row, col)``, or ``None``.
+    :return: ``coords`` ``(B, H*W, 2)`` and ``cells`` ``(B, H*W, 2)`` in LIIF's normalised units.
+    """
+    coords = pixel_centres(height, width, device).unsqueeze(0).expand(batch, height, width, 2)
+    if shifts is not None:
+        coords = coords + shifts * coords.new_tensor([2.0 / height, 2.0 / width])
+    cells = coords.new_tensor([2.0 / height, 2.0 / width]).expand(batch, height * width, 2)
+    return coords.reshape(batch, height * width, 2), cells
+
+
+class ImplicitRepresentation(nn.Module):
+    """A continuous representation of an image in ``[0, 1]``: colours at any coordinates.
+
+    Images are mapped to ``[-1, 1]`` before the encoder and colours back to ``[0, 1]`` after the decoder (as in
+    LIIF and DISCO); outputs are not clipped.
+
+    :param blocks: EDSR residual blocks (paper 16). :param features: EDSR width (paper 64).
+    :param hidden: Decoder MLP widths (paper 256 x 4). :param max_rows: Decoder chunk size (memory bound).
+    """
+
+    def __init__(self, blocks: int = 16, features: int = 64, hidden: Sequence[int] = (256, 256, 256, 256),
+                 max_rows: int = 65536) -> None:
+        super().__init__()
+        self.encoder = EDSREncoder(blocks=blocks, features=features)
+        self.decoder = LocalImplicitDecoder(feature_dim=features, out_dim=3, hidden=hidden, max_rows=max_rows)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` images in ``[0, 1]`` -> ``(B, features, H, W)`` latent codes."""
+        return self.encoder(images * 2 - 1)
+
+    def render(self, codes: torch.Tensor, height: int, width: int, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """Colours at the ``height x width`` grid plus ``shifts`` (pixels), ``(B, 3, H, W)``, about ``[0, 1]``."""
+        batch = codes.shape[0]
+        coords, cells = query_grid(batch, height, width, shifts, codes.device)
+        colours = self.decoder(codes, coords, cells)
+        return (colours.view(batch, height, width, 3).permute(0, 3, 1, 2) + 1) / 2
+
+    def forward(self, images: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruct ``images`` at their own pixel grid (plus optional ``shifts`` in pixels)."""
+        return self.render(self.encode(images), images.shape[-2], images.shape[-1], shifts)
