@@ -5,8 +5,8 @@ Each defence is a :class:`~art_purifiers.base.PurifierPreprocessor`, ready for
 """
 
 from art_purifiers.base import GRADIENT_MODES, PurifierPreprocessor
-from art_purifiers.defences import ResamplingPreprocessor
+from art_purifiers.defences import IRADPreprocessor, ResamplingPreprocessor
 
 __version__ = "0.1.0"
 
-__all__ = ["GRADIENT_MODES", "PurifierPreprocessor", "ResamplingPreprocessor", "__version__"]
+__all__ = ["GRADIENT_MODES", "IRADPreprocessor", "PurifierPreprocessor", "ResamplingPreprocessor", "__version__"]

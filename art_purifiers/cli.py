@@ -1,4 +1,4 @@
-"""Command line: ``art-purifiers evaluate | merge | convert-victim``."""
+"""Command line: ``art-purifiers evaluate | train | merge | convert-victim``."""
 
 from __future__ import annotations
 
@@ -135,6 +135,56 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_parser(sub) -> None:
+    from art_purifiers.training.irad import PRESETS, TASKS
+
+    train = sub.add_parser("train", help="build a defence's weights").add_subparsers(dest="method", required=True)
+    p = train.add_parser("irad", help="train IRAD: implicit representation (stage 1), then SampleNet (stage 2)")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
+    p.add_argument("--task", default=None, choices=TASKS, help="stage-1 task (default: the preset's, adversarial)")
+    p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (training images only)")
+    p.add_argument("--n-train", type=int, default=None, help="use only the first n training images")
+    p.add_argument("--source", default=None, help="source classifier checkpoint (default: reference ResNet-32)")
+    p.add_argument("--out", default=None, help="folder for pairs, checkpoints and the log")
+    p.add_argument("--export", default=None, help="write the weights (.safetensors) here when done")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    for name in ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps", "seed"):
+        p.add_argument(f"--{name}", type=int, default=None, help="override the preset")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    import torch
+
+    from art_purifiers.data import find_cifar10_root, load_cifar10
+    from art_purifiers.models import load_victim
+    from art_purifiers.training.irad import PRESETS, export_weights, train_irad
+
+    root = args.data_root or find_cifar10_root()
+    if root is None:
+        raise SystemExit("No CIFAR-10 training data: pass --data-root (python-layout folder).")
+    source = args.source or Path(root).parent / "weights" / "akamaster_pytorch_resnet_cifar10" / "resnet32-d509ac18.th"
+    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
+                 for name in ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps",
+                              "seed", "task")}
+    config = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
+    out = Path(args.out or f"runs/irad-{args.preset}-{config.task}")
+    out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger().addHandler(logging.FileHandler(out / "train.log"))
+    logging.getLogger().setLevel(logging.INFO)
+    x, y = load_cifar10(root, "train", None if args.n_train is None else range(args.n_train))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    representation, samplenet, report = train_irad(config, x, y, load_victim(source), out, device)
+    report["command"] = "art-purifiers " + " ".join(sys.argv[1:])
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    if args.export:
+        provenance = {k: report[k] for k in ("command", "machine", "device", "world", "images", "seconds")}
+        print(export_weights(representation, samplenet, config, args.export, provenance))
+    return 0
+
+
 def run_merge(args: argparse.Namespace) -> int:
     from art_purifiers.evaluation import ResultTable
 
@@ -156,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="art-purifiers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _evaluate_parser(sub)
+    _train_parser(sub)
     merge = sub.add_parser("merge", help="merge the JSON tables of evaluate --shard runs into one table")
     merge.add_argument("tables", nargs="+", help="JSON files written by evaluate --json")
     merge.add_argument("--format", default="text", choices=FORMATS)
@@ -167,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("destination")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", True) else logging.INFO)
-    handlers = {"evaluate": run_evaluate, "merge": run_merge, "convert-victim": run_convert_victim}
+    handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim}
     return handlers[args.command](args)
 
 

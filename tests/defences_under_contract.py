@@ -6,14 +6,32 @@ keyword overrides), and the gradient modes it supports. Factories must be cheap 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from art_purifiers import ResamplingPreprocessor
+from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.nn import ImplicitRepresentation, SampleNet
+from art_purifiers.training.irad import IRADTrainingConfig, export_weights
+
+TINY_IRAD = IRADTrainingConfig(blocks=1, features=8, hidden=(16,), samplenet_hidden=(16,), max_shift=1.0)
+
+
+@cache
+def tiny_irad_weights() -> Path:
+    """An IRAD weight file with tiny, randomly initialised networks (the contract needs no trained weights)."""
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp(prefix="art_purifiers_test_")) / "irad_tiny.safetensors"
+    representation = ImplicitRepresentation(TINY_IRAD.blocks, TINY_IRAD.features, TINY_IRAD.hidden)
+    samplenet = SampleNet(TINY_IRAD.features, TINY_IRAD.samplenet_hidden, TINY_IRAD.max_shift)
+    export_weights(representation, samplenet, TINY_IRAD, path)
+    return path
 
 
 class ConvPurifier(PurifierPreprocessor):
@@ -44,6 +62,9 @@ CASES = [
     ContractCase("resampling-bilinear-variant", lambda **kw: ResamplingPreprocessor("bilinear", "variant", **kw)),
     ContractCase("resampling-nearest-variant", lambda **kw: ResamplingPreprocessor("nearest", "variant", **kw)),
     ContractCase("conv-purifier-test-double", ConvPurifier),
+    ContractCase("irad-samplenet", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "samplenet", **kw)),
+    ContractCase("irad-no-sampling", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "none", **kw)),
+    ContractCase("irad-variant", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "variant", **kw)),
 ]
 
 #: (case, gradient mode) pairs, with readable ids, for ``pytest.mark.parametrize``.

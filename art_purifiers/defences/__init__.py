@@ -6,12 +6,13 @@ import ast
 import inspect
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
 
-__all__ = ["DEFENCES", "ResamplingPreprocessor", "make_defence", "parse_defence_spec"]
+__all__ = ["DEFENCES", "IRADPreprocessor", "ResamplingPreprocessor", "make_defence", "parse_defence_spec"]
 
 #: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``.
-DEFENCES: dict[str, type[PurifierPreprocessor]] = {"resampling": ResamplingPreprocessor}
+DEFENCES: dict[str, type[PurifierPreprocessor]] = {"resampling": ResamplingPreprocessor, "irad": IRADPreprocessor}
 
 
 def _value(text: str):

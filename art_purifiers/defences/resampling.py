@@ -5,10 +5,7 @@ from __future__ import annotations
 import torch
 
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.nn.resampling import INTERPOLATIONS, PADDING_MODES, shift_resample
-
-#: Samplers of :class:`ResamplingPreprocessor`: fixed shift (Eq. 7) or random per-pixel shift (Eq. 8).
-SAMPLERS = ("invariant", "variant")
+from art_purifiers.nn.resampling import INTERPOLATIONS, PADDING_MODES, SAMPLERS, naive_shifts, shift_resample
 
 
 class ResamplingPreprocessor(PurifierPreprocessor):
@@ -51,15 +48,9 @@ class ResamplingPreprocessor(PurifierPreprocessor):
     def randomized(self) -> bool:  # type: ignore[override]
         return self.sampler == "variant"
 
-    def shifts(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-        """Shifts in pixels, ``(n, H, W, 2)`` for the variant sampler, ``(1, 1, 1, 2)`` for the invariant one."""
-        if self.sampler == "invariant":
-            return torch.full((1, 1, 1, 2), float(self.magnitude))
-        return torch.rand((n, height, width, 2), generator=generator) * float(self.magnitude)
-
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
-        shifts = self.shifts(n, h, w, generator).to(x.device)
+        shifts = naive_shifts(self.sampler, self.magnitude, n, h, w, generator).to(x.device)
         return shift_resample(x, shifts, self.interpolation, self.padding_mode)
 
     def _check_params(self) -> None:

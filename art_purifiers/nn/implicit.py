@@ -53,6 +53,9 @@ class ImplicitRepresentation(nn.Module):
         colours = self.decoder(codes, coords, cells)
         return (colours.view(batch, height, width, 3).permute(0, 3, 1, 2) + 1) / 2
 
-    def forward(self, images: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
-        """Reconstruct ``images`` at their own pixel grid (plus optional ``shifts`` in pixels)."""
-        return self.render(self.encode(images), images.shape[-2], images.shape[-1], shifts)
+    def forward(self, images: torch.Tensor, shifts: torch.Tensor | None = None,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Reconstruct ``images`` at the pixel grid of ``size`` (default: their own), plus optional ``shifts``
+        ``(B, H, W, 2)`` in output pixels. A larger ``size`` is super-resolution."""
+        height, width = size if size is not None else images.shape[-2:]
+        return self.render(self.encode(images), int(height), int(width), shifts)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+#: Naive samplers (Eqs. 7 and 8): one fixed shift for every pixel, or a random shift per pixel.
+SAMPLERS = ("invariant", "variant")
 #: Reconstructions of :func:`shift_resample` (Eqs. 5 and 6).
 INTERPOLATIONS = ("bilinear", "nearest")
 #: What :func:`shift_resample` reads outside the image.
@@ -19,6 +21,23 @@ def pixel_grid(height: int, width: int, device: torch.device | None = None) -> t
     rows = torch.arange(height, dtype=torch.float32, device=device)
     cols = torch.arange(width, dtype=torch.float32, device=device)
     return torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)
+
+
+def naive_shifts(
+    sampler: str, magnitude: float, n: int, height: int, width: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Shifts in pixels ``(row, col)`` of the naive samplers, on the CPU.
+
+    :param sampler: ``"invariant"``: every pixel moves by ``(d, d)``, ``d = magnitude`` (Eq. 7), returned as
+        ``(1, 1, 1, 2)``; ``"variant"``: each pixel's two shifts are drawn from ``U(0, gamma)``,
+        ``gamma = magnitude`` (Eq. 8), returned as ``(n, H, W, 2)``.
+    :param generator: Source of the variant sampler's random numbers.
+    """
+    if sampler == "invariant":
+        return torch.full((1, 1, 1, 2), float(magnitude))
+    if sampler == "variant":
+        return torch.rand((n, height, width, 2), generator=generator) * float(magnitude)
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
 
 def _gather(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, padding_mode: str) -> torch.Tensor:

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 _PACKAGE = "art_purifiers.weights"
@@ -50,6 +51,13 @@ def load_safetensors(path: str | Path, sha256: str | None = None) -> dict[str, t
         if actual != sha256:
             raise ValueError(f"sha256 mismatch for {path}: expected {sha256}, got {actual}.")
     return load_file(str(path), device="cpu")
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata dictionary :func:`save_safetensors` stored with a file (``{}`` if none)."""
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    return json.loads(header.get("art_purifiers", "{}"))
 
 
 def load_weights(name: str) -> dict[str, torch.Tensor]:
