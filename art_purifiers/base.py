@@ -17,6 +17,7 @@ easy to get subtly wrong (see ``docs/evaluating.md`` and ART 1.20's ``art/estima
 from __future__ import annotations
 
 import abc
+import contextlib
 import secrets
 from collections.abc import Iterator
 
@@ -64,6 +65,9 @@ class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
     differentiable: bool = True
     #: Whether :meth:`purify` draws random numbers (the defence then needs EOT to be attacked properly).
     randomized: bool = False
+    #: Whether :meth:`purify` runs autograd internally (e.g. optimises a network per image). The base then
+    #: enables gradients around it, since ART's ``predict`` calls the defence under ``torch.no_grad()``.
+    needs_grad: bool = False
 
     def __init__(
         self,
@@ -215,7 +219,8 @@ class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
 
     def _purify_in_chunks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = float(self.clip_values[0]), float(self.clip_values[1])
-        out = [self.purify(chunk, generator).clamp(low, high) for chunk in self._chunks(x)]
+        with torch.enable_grad() if self.needs_grad else contextlib.nullcontext():
+            out = [self.purify(chunk, generator).clamp(low, high) for chunk in self._chunks(x)]
         return out[0] if len(out) == 1 else torch.cat(out, dim=0)
 
     def __repr__(self) -> str:

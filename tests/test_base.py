@@ -61,3 +61,37 @@ def test_unseeded_generators_differ_and_seeded_repeat():
     assert defence._call_generator().initial_seed() != defence._call_generator().initial_seed()
     defence.set_params(seed=7)
     assert defence._call_generator().initial_seed() == defence._call_generator().initial_seed() == 7
+
+
+class GradientStepPurifier(PurifierPreprocessor):
+    """Test double that optimises internally: one gradient step of total variation per image."""
+
+    differentiable = False
+    needs_grad = True
+
+    def __init__(self, **kwargs):
+        super().__init__(gradient="bpda", **kwargs)
+        self._check_params()
+
+    def purify(self, x, generator):
+        z = x.detach().clone().requires_grad_(True)
+        tv = (z[..., 1:, :] - z[..., :-1, :]).abs().sum() + (z[..., :, 1:] - z[..., :, :-1]).abs().sum()
+        (grad,) = torch.autograd.grad(tv, z)
+        return (z - 0.01 * grad).detach()
+
+
+def test_internal_autograd_works_under_arts_no_grad(tiny_model):
+    from conftest import make_classifier
+
+    x = np.random.default_rng(0).uniform(size=(3, 3, 32, 32)).astype(np.float32)
+    classifier = make_classifier(tiny_model, [GradientStepPurifier(device_type="cpu")])
+    assert classifier.predict(x).shape == (3, 10)  # ART runs the defence under torch.no_grad()
+    purified, _ = GradientStepPurifier(device_type="cpu")(x)
+    assert not np.allclose(purified, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_any_float_dtype_gives_float32(dtype):
+    x = np.random.default_rng(0).uniform(size=(2, 3, 8, 8)).astype(dtype)
+    out, _ = ConvPurifier(device_type="cpu")(x)
+    assert out.dtype == np.float32
