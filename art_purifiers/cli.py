@@ -28,6 +28,8 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--victim", default="resnet20",
                    help="'resnet20' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with --victim-checkpoint")
     p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
+    p.add_argument("--victim-mean", type=float, nargs=3, default=None, help="normalisation mean inside the victim")
+    p.add_argument("--victim-std", type=float, nargs=3, default=None, help="normalisation std inside the victim")
     p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (default: bundled sample)")
     # --num-images is the spelling to use under torchrun, whose own parser takes --n for one of its options.
     p.add_argument("--n", "--num-images", dest="n", type=int, default=None,
@@ -87,20 +89,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from art_purifiers.data import load_test_images
     from art_purifiers.defences import make_defence
     from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate, parse_eps
+    from art_purifiers.evaluation.report import describe_data
     from art_purifiers.models import load_victim
 
+    if args.victim_checkpoint and not str(args.victim).startswith("timm:"):
+        raise ValueError("--victim-checkpoint is for timm victims; give a CIFAR ResNet checkpoint as --victim.")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    if world > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if args.device:
-        device = args.device
-    elif torch.cuda.is_available():
-        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if world > 1 else "cuda"
-    else:
-        device = "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
+    if world > 1:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     device_type = "cpu" if device == "cpu" else "gpu"
     overrides = {"device_type": device_type, **({"weights": args.weights} if args.weights else {})}
     defences = {spec: make_defence(spec, **overrides) for spec in args.defence or ["resampling"]}
@@ -113,16 +115,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
                    random_start=not args.no_random_start)
         for name in args.attack for eps in args.eps
     ]
-    victim = load_victim(args.victim, checkpoint=args.victim_checkpoint).to(device)
+    victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
+                         std=args.victim_std).to(device)
     table = evaluate(
         victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
         batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
         victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
         queries=args.queries,
     )
-    table.meta["data"] = (f"{args.data_root or 'bundled sample'}: CIFAR-10 test images "
-                          f"{int(part[0])}..{int(part[-1])}" + (f" (shard {index}/{count})" if count > 1 else ""))
-    table.meta["command"] = "art-purifiers " + " ".join(sys.argv[1:])
+    source = args.data_root or "bundled sample"
+    table.meta.update({"data_source": source, "images": [int(part[0]), int(part[-1])], "shard": [index, count],
+                       "data": describe_data(source, int(part[0]), int(part[-1]), (index, count)),
+                       "command": "art-purifiers " + " ".join(sys.argv[1:])})
     if world > 1:
         gathered = [None] * world
         dist.all_gather_object(gathered, table.to_json())
@@ -130,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if rank != 0:
             return 0
         table = ResultTable.merge([ResultTable.from_json(text) for text in gathered])
-        table.meta["data"] = f"{args.data_root or 'bundled sample'}: CIFAR-10 test images 0..{len(x) - 1}"
+        table.meta["command"] = "torchrun ... art-purifiers " + " ".join(sys.argv[1:])
     _emit(table, args)
     return 0
 
@@ -219,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", True) else logging.INFO)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim}
-    return handlers[args.command](args)
+    try:
+        return handlers[args.command](args)
+    except (ValueError, FileNotFoundError, KeyError, IndexError) as error:
+        parser.exit(2, f"art-purifiers: error: {error}\n")
 
 
 if __name__ == "__main__":

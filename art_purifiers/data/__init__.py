@@ -40,6 +40,8 @@ def load_sample(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         archive = np.load(handle)
         images, labels = archive["images"], archive["labels"].astype(np.int64)
     if n is not None:
+        if n > len(labels):
+            raise ValueError(f"The bundled sample has {len(labels)} images; for more, pass a CIFAR-10 data root.")
         images, labels = images[:n], labels[:n]
     return images.astype(np.float32) / 255.0, labels
 

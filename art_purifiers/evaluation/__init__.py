@@ -6,7 +6,7 @@ from art_purifiers.evaluation.decision import BudgetedHopSkipJump
 from art_purifiers.evaluation.eot import EOTClassifier
 from art_purifiers.evaluation.fab import FABTargeted
 from art_purifiers.evaluation.report import FORMATS, ResultRow, ResultTable
-from art_purifiers.evaluation.runner import THREATS, AdversarialCache, accuracy, art_classifier, evaluate
+from art_purifiers.evaluation.runner import THREATS, AdversarialCache, accuracy, art_classifier, correct, evaluate
 
 __all__ = [
     "ATTACKS",
@@ -23,6 +23,7 @@ __all__ = [
     "StandardAutoAttack",
     "accuracy",
     "art_classifier",
+    "correct",
     "evaluate",
     "parse_eps",
     "project_to_ball",

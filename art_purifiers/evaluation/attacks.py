@@ -112,6 +112,7 @@ class AttackSpec:
 
     @property
     def norm_value(self) -> float:
+        """The norm as ART takes it (``np.inf`` or ``2``)."""
         return np.inf if self.norm == "inf" else 2
 
     def settings(self) -> dict:
@@ -130,9 +131,19 @@ class AttackSpec:
         return settings
 
     def label(self) -> str:
+        """Row label, e.g. ``pgd-20 Linf eps=8/255``; settings that differ from the defaults are appended."""
         eps = Fraction(self.eps).limit_denominator(1000)
         steps = "" if self.name in ("fgsm", "autoattack") else f"-{self.steps}"
-        return f"{self.name}{steps} L{self.norm} eps={eps}"
+        defaults = AttackSpec(self.name).settings()
+        changed = {k: v for k, v in self.settings().items() if k not in ("name", "norm", "eps", "steps", "extra")
+                   and v != defaults.get(k)}
+        changed.update(self.extra)
+        if self.name == "autoattack" and self.steps != defaults["steps"]:
+            changed["steps"] = self.steps
+        if changed.get("step_size") is not None:
+            changed["step_size"] = Fraction(changed["step_size"]).limit_denominator(1000)
+        extra = " (" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")" if changed else ""
+        return f"{self.name}{steps} L{self.norm} eps={eps}{extra}"
 
     def build(self, classifier: PyTorchClassifier, batch_size: int = 128, verbose: bool = False):
         """The attack object for ``classifier``; it has ``generate(x, y) -> x_adv`` (``y``: labels)."""

@@ -1,8 +1,11 @@
 """HopSkipJump (Chen et al., 2020) under an exact per-image query budget.
 
-ART's ``HopSkipJump`` has no query budget, only iteration counts. :class:`BudgetedHopSkipJump` counts every
-sample the attack sends to ``predict`` and runs HopSkipJump one iteration at a time (ART's ``resume``) until
-the next iteration's gradient estimate would exceed the budget.
+ART's ``HopSkipJump`` has no query budget, only iteration counts, and draws its random start from an unseeded
+generator. :class:`BudgetedHopSkipJump` draws the start itself (seeded), counts every sample sent to ``predict``
+and runs ART's HopSkipJump iteration (binary search, gradient estimate, step-size search) one at a time while
+the next iteration is forecast to fit in the budget (its gradient estimate plus the previous iteration's other
+queries), so the count ends at or slightly below the budget, rarely a few queries above it. It calls two
+internal methods of ART's ``HopSkipJump`` (``_binary_search`` and ``_attack``, ART 1.20).
 
 | Paper link: https://arxiv.org/abs/1904.02144
 """
@@ -15,9 +18,9 @@ import numpy as np
 from art.attacks.evasion import HopSkipJump
 from tqdm.auto import tqdm
 
-# ART's HopSkipJump.generate predicts the clean input and the initial adversarial once per call: bookkeeping,
-# not attack queries, so they are not charged to the budget.
-_BOOKKEEPING_QUERIES = 2
+_MAX_EVAL = 10_000
+# Queries of an iteration besides its gradient estimate (binary search, step size), before one was measured.
+_FIRST_OVERHEAD = 25
 
 
 class _QueryCounter:
@@ -27,6 +30,7 @@ class _QueryCounter:
 
     def predict(self, x: np.ndarray, batch_size: int = 128, **kwargs) -> np.ndarray:
         self.count += len(x)
+        # float32: ART's binary search produces float64 under numpy 2, which float32 models reject.
         return self.estimator.predict(x.astype(np.float32), batch_size=batch_size, **kwargs)
 
 
@@ -39,10 +43,11 @@ class BudgetedHopSkipJump:
     :param max_queries: Queries per image.
     :param init_eval: Initial number of gradient-estimation queries (ART's default 100).
     :param init_size: Random draws tried to find a starting adversarial.
+    :param seed: Seed of the random starts.
     """
 
     def __init__(self, estimator, norm: float = 2, eps: float = 0.5, max_queries: int = 1000, init_eval: int = 100,
-                 init_size: int = 100, batch_size: int = 128, verbose: bool = False) -> None:
+                 init_size: int = 100, batch_size: int = 128, seed: int = 0, verbose: bool = False) -> None:
         if max_queries < 1:
             raise ValueError(f"max_queries must be >= 1, got {max_queries}.")
         self.estimator = estimator
@@ -51,6 +56,7 @@ class BudgetedHopSkipJump:
         self.max_queries = int(max_queries)
         self.init_eval = int(init_eval)
         self.init_size = int(init_size)
+        self.seed = seed
         self.batch_size = batch_size
         self.verbose = verbose
         #: Queries spent on each image in the last :meth:`generate` call.
@@ -58,34 +64,52 @@ class BudgetedHopSkipJump:
 
     @property
     def params(self) -> dict:
+        """Settings recorded with the results."""
         return {"attack": "hopskipjump", "max_queries": self.max_queries, "init_eval": self.init_eval,
-                "init_size": self.init_size}
+                "init_size": self.init_size, "seed": self.seed}
 
-    def _attack_one(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+    def _attack_one(self, x: np.ndarray, label: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """HopSkipJump on one image ``(C, H, W)`` whose predicted class is ``label``."""
         counter = _QueryCounter(self.estimator)
         counted = copy.copy(self.estimator)
         counted.predict = counter.predict  # every query goes through the counter
         hsj = HopSkipJump(counted, batch_size=self.batch_size, targeted=False, norm=self.norm, max_iter=1,
-                          max_eval=10_000, init_eval=self.init_eval, init_size=self.init_size, verbose=False)
-        label = counter.predict(x, batch_size=1).argmax(1)[0]
-        x_adv = hsj.generate(x)
-        overhead = 1 + _BOOKKEEPING_QUERIES
-        while True:
-            next_estimate = min(int(self.init_eval * np.sqrt(hsj.curr_iter + 1)), 10_000)
-            if counter.count - overhead + next_estimate > self.max_queries:
+                          max_eval=_MAX_EVAL, init_eval=self.init_eval, init_size=self.init_size, verbose=False)
+        low, high = (0.0, 1.0) if self.estimator.clip_values is None else map(float, self.estimator.clip_values)
+        # The random start is drawn here, from a seeded generator: ART draws it from an unseeded one.
+        start = None
+        for _ in range(self.init_size):
+            candidate = rng.uniform(low, high, size=x.shape).astype(np.float32)
+            if counter.predict(candidate[None], batch_size=1).argmax(1)[0] != label:
+                start = hsj._binary_search(current_sample=candidate, original_sample=x, target=label, norm=2,
+                                           clip_min=low, clip_max=high, threshold=0.001)
                 break
-            overhead += 1
-            if counter.predict(x_adv, batch_size=1).argmax(1)[0] == label:
-                break  # no adversarial starting point was found: HopSkipJump cannot proceed
-            x_adv = hsj.generate(x, x_adv_init=x_adv, resume=True)
-            overhead += _BOOKKEEPING_QUERIES
-        return x_adv, counter.count - overhead
+        if start is None:
+            return x, counter.count
+        current, overhead = start, _FIRST_OVERHEAD
+        hsj.curr_iter = 0
+        while True:
+            estimate = min(int(self.init_eval * np.sqrt(hsj.curr_iter + 1)), _MAX_EVAL)
+            if counter.count + estimate + overhead > self.max_queries:
+                break
+            before = counter.count
+            # One HopSkipJump iteration: binary search, gradient estimate, geometric step-size search.
+            current = hsj._attack(current, x, label, None, low, high)
+            overhead = counter.count - before - estimate
+        return current.astype(np.float32), counter.count
 
     def generate(self, x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
-        """Adversarial examples (minimal perturbation found within the budget), float32 like ``x``."""
+        """Adversarial examples (smallest perturbation found within the budget), float32 like ``x``.
+
+        :param y: True labels; points the estimator already misclassifies are not attacked. ``None``: attack all.
+        """
         x = x.astype(np.float32)
         out = x.copy()
+        predicted = self.estimator.predict(x, batch_size=self.batch_size).argmax(1)
         self.queries_used = np.zeros(len(x), dtype=np.int64)
+        rng = np.random.default_rng(self.seed)
         for i in tqdm(range(len(x)), desc="HopSkipJump", disable=not self.verbose):
-            out[i : i + 1], self.queries_used[i] = self._attack_one(x[i : i + 1])
+            if y is not None and predicted[i] != y[i]:
+                continue
+            out[i], self.queries_used[i] = self._attack_one(x[i], int(predicted[i]), rng)
         return out

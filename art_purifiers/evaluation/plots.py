@@ -24,17 +24,21 @@ def plot_accuracy_vs_eps(table: ResultTable, path: str | Path, title: str | None
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("Plotting needs matplotlib: pip install 'art-purifiers[plots]'.") from error
     series: dict[str, list[tuple[float, float]]] = {}
+    norms: set[str] = set()
     for row in table.rows:
         if row.ra is None or "eps" not in row.attack_params:
             continue
         attack = _EPS_LABEL.sub("", row.attack)
         name = f"{row.defence} | {row.threat} | {attack}"
-        series.setdefault(name, [(0.0, row.sa)]).append((float(row.attack_params["eps"]) * 255, row.ra))
+        linf = row.attack_params.get("norm", "inf") == "inf"
+        eps = float(row.attack_params["eps"]) * (255 if linf else 1)
+        series.setdefault(name, [(0.0, row.sa)]).append((eps, row.ra))
+        norms.add("Linf eps (x 1/255)" if linf else "L2 eps")
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, points in sorted(series.items()):
         xs, ys = zip(*sorted(set(points)), strict=True)
         axis.plot(xs, ys, marker="o", label=name)
-    axis.set_xlabel("eps (x 1/255)")
+    axis.set_xlabel(" / ".join(sorted(norms)) or "eps")
     axis.set_ylabel("accuracy (%)")
     axis.set_ylim(0, 100)
     axis.grid(alpha=0.3)

@@ -7,6 +7,13 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
+
+def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | None = None) -> str:
+    """``"<source>: CIFAR-10 test images <first>..<last>"``, with the shard when there is one."""
+    text = f"{source}: CIFAR-10 test images {first}..{last}"
+    return text + (f" (shard {shard[0]}/{shard[1]})" if shard is not None and shard[1] > 1 else "")
+
+
 #: Output formats of :meth:`ResultTable.render`.
 FORMATS = ("text", "markdown", "json", "csv")
 
@@ -72,7 +79,19 @@ class ResultTable:
         for table in tables[1:]:
             if [row.key for row in table.rows] != keys:
                 raise ValueError("Tables to merge must hold the same rows (defence, threat, attack) in order.")
-        merged = cls(meta={**tables[0].meta, "n": sum(t.meta.get("n", 0) for t in tables), "shards": len(tables)})
+            for field_name in ("victim", "seed", "attacks", "data_source"):
+                if table.meta.get(field_name) != tables[0].meta.get(field_name):
+                    raise ValueError(f"Tables to merge must share their {field_name}.")
+        shards = [tuple(t.meta["shard"]) for t in tables if "shard" in t.meta]
+        if len(set(shards)) != len(shards):
+            raise ValueError(f"A shard is given twice: {sorted(shards)}.")
+        meta = {k: v for k, v in tables[0].meta.items() if k not in ("shard", "command")}
+        meta.update({"n": sum(t.meta.get("n", 0) for t in tables), "shards": len(tables)})
+        if all("images" in t.meta for t in tables):
+            first, last = min(t.meta["images"][0] for t in tables), max(t.meta["images"][1] for t in tables)
+            meta["images"] = [first, last]
+            meta["data"] = describe_data(meta.get("data_source", "?"), first, last)
+        merged = cls(meta=meta)
         for rows in zip(*(t.rows for t in tables), strict=True):
             first = rows[0]
             robust = None if first.ra_correct is None else sum(r.ra_correct for r in rows)
