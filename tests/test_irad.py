@@ -114,3 +114,15 @@ def test_training_runs_resumes_and_exports(tiny_data, tmp_path):
     assert json.dumps(read_metadata(path)["provenance"]) == '{"command": "test"}'
     defence = IRADPreprocessor(path, device_type="cpu")
     assert defence(x[:2])[0].shape == x[:2].shape
+
+
+def test_resumed_training_equals_uninterrupted(tiny_data, tmp_path):
+    x, y = tiny_data
+    config = dataclasses.replace(TINY_IRAD, pgd_steps=1, stage1_iterations=3, stage2_iterations=0, stage1_batch=4,
+                                 checkpoint_every=1)
+    source = TinyCNN().eval()
+    straight, _, _ = train_irad(config, x, y, source, tmp_path / "straight")
+    train_irad(dataclasses.replace(config, stage1_iterations=2), x, y, source, tmp_path / "resumed")
+    resumed, _, _ = train_irad(config, x, y, source, tmp_path / "resumed")
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value)
