@@ -1,5 +1,6 @@
 """Plain torch networks and functional ops used by the defences (no ART here)."""
 
+from art_purifiers.nn.dip import DIP_PRESETS, BatchedSkipNet, SkipNetConfig
 from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
@@ -7,6 +8,9 @@ from art_purifiers.nn.resampling import pixel_grid, shift_resample
 from art_purifiers.nn.samplenet import SampleNet
 
 __all__ = [
+    "DIP_PRESETS",
+    "BatchedSkipNet",
+    "SkipNetConfig",
     "EDSREncoder",
     "ImplicitRepresentation",
     "LocalImplicitDecoder",
