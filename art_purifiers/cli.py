@@ -105,7 +105,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     device_type = "cpu" if device == "cpu" else "gpu"
     overrides = {"device_type": device_type, **({"weights": args.weights} if args.weights else {})}
-    defences = {spec: make_defence(spec, **overrides) for spec in args.defence or ["resampling"]}
+    victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
+                         std=args.victim_std).to(device)
+    defences = {spec: make_defence(spec, victim=victim, **overrides) for spec in args.defence or ["resampling"]}
     x, y = load_test_images(args.data_root, args.n)
     index, count = _shard(args.shard, rank, world)
     part = np.array_split(np.arange(len(x)), count)[index]
@@ -115,8 +117,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                    random_start=not args.no_random_start)
         for name in args.attack for eps in args.eps
     ]
-    victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
-                         std=args.victim_std).to(device)
     table = evaluate(
         victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
         batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,

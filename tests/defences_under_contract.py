@@ -13,14 +13,31 @@ from functools import cache
 from pathlib import Path
 
 import torch
+from conftest import TinyCNN
 from torch import nn
 
 from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.nn import ImplicitRepresentation, SampleNet
+from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.nn import ImplicitRepresentation, SampleNet, SkipNetConfig
 from art_purifiers.training.irad import IRADTrainingConfig, export_weights
 
 TINY_IRAD = IRADTrainingConfig(blocks=1, features=8, hidden=(16,), samplenet_hidden=(16,), max_shift=1.0)
+TINY_DIP = SkipNetConfig(channels=(4, 8), skip=(2, 2))
+
+
+@cache
+def dip_victim() -> nn.Module:
+    torch.manual_seed(1)
+    return TinyCNN().eval()
+
+
+def tiny_dip(**kwargs) -> DIPPreprocessor:
+    return DIPPreprocessor(dip_victim(), TINY_DIP, iterations=6, snapshots=3, warmup=0, grid=4, keep=2, **kwargs)
+
+
+def tiny_dipdefend(**kwargs) -> DIPDefendPreprocessor:
+    return DIPDefendPreprocessor(TINY_DIP, iterations=6, smoothing=0.5, **kwargs)
 
 
 @cache
@@ -65,6 +82,8 @@ CASES = [
     ContractCase("irad-samplenet", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "samplenet", **kw)),
     ContractCase("irad-no-sampling", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "none", **kw)),
     ContractCase("irad-variant", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "variant", **kw)),
+    ContractCase("dip", tiny_dip, gradients=("bpda",)),
+    ContractCase("dipdefend", tiny_dipdefend, gradients=("bpda",)),
 ]
 
 #: (case, gradient mode) pairs, with readable ids, for ``pytest.mark.parametrize``.

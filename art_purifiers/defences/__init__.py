@@ -6,13 +6,27 @@ import ast
 import inspect
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
 from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
 
-__all__ = ["DEFENCES", "IRADPreprocessor", "ResamplingPreprocessor", "make_defence", "parse_defence_spec"]
+__all__ = [
+    "DEFENCES",
+    "DIPDefendPreprocessor",
+    "DIPPreprocessor",
+    "IRADPreprocessor",
+    "ResamplingPreprocessor",
+    "make_defence",
+    "parse_defence_spec",
+]
 
 #: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``.
-DEFENCES: dict[str, type[PurifierPreprocessor]] = {"resampling": ResamplingPreprocessor, "irad": IRADPreprocessor}
+DEFENCES: dict[str, type[PurifierPreprocessor]] = {
+    "resampling": ResamplingPreprocessor,
+    "irad": IRADPreprocessor,
+    "dip": DIPPreprocessor,
+    "dipdefend": DIPDefendPreprocessor,
+}
 
 
 def _value(text: str):
@@ -34,12 +48,18 @@ def parse_defence_spec(spec: str) -> tuple[str, dict]:
     return name.strip(), kwargs
 
 
-def make_defence(spec: str, **overrides) -> PurifierPreprocessor:
-    """Build a defence from a spec string; ``overrides`` (e.g. ``device_type``) are added to its arguments."""
+def make_defence(spec: str, victim=None, **overrides) -> PurifierPreprocessor:
+    """Build a defence from a spec string; ``overrides`` (e.g. ``device_type``) are added to its arguments, and
+    ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP)."""
     name, kwargs = parse_defence_spec(spec)
     if name not in DEFENCES:
         raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)}.")
     cls = DEFENCES[name]
-    if "weights" in overrides and "weights" not in inspect.signature(cls.__init__).parameters:
+    parameters = inspect.signature(cls.__init__).parameters
+    if "weights" in overrides and "weights" not in parameters:
         raise ValueError(f"Defence {name!r} has no weights.")
+    if "classifier" in parameters:
+        if victim is None:
+            raise ValueError(f"Defence {name!r} needs the victim classifier.")
+        overrides = {**overrides, "classifier": victim}
     return cls(**{**kwargs, **overrides})

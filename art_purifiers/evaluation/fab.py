@@ -66,7 +66,9 @@ def project_to_hyperplane(
 ) -> np.ndarray:
     """Minimal-norm move from each row of ``p`` onto ``{z : w . z + b = 0}`` inside ``[low, high]^d``.
 
-    :param p: Points ``(n, d)``. :param w: Normals ``(n, d)``. :param b: Offsets ``(n,)``.
+    :param p: Points ``(n, d)``.
+    :param w: Normals ``(n, d)``.
+    :param b: Offsets ``(n,)``.
     :param norm: ``np.inf`` or ``2``.
     :return: ``delta`` ``(n, d)`` such that ``p + delta`` lies on the hyperplane (or as close as the box allows).
     """
@@ -115,7 +117,9 @@ class FABTargeted:
     def generate(self, x: np.ndarray, y: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Smallest adversarial example found per point (targeted at ``targets``); ``x`` where none was found.
 
-        :param x: ``(n, C, H, W)`` float32. :param y: True labels ``(n,)``. :param targets: Target labels ``(n,)``.
+        :param x: ``(n, C, H, W)`` float32.
+        :param y: True labels ``(n,)``.
+        :param targets: Target labels ``(n,)``.
         """
         low, high = (0.0, 1.0) if self.estimator.clip_values is None else map(float, self.estimator.clip_values)
         shape = x.shape

@@ -159,3 +159,41 @@ class BatchedSkipNet(nn.Module):
             else:
                 state[name] = tensor.view(self.n, -1, *tensor.shape[1:])[index].clone()
         return state
+
+
+def dip_trace(
+    images: torch.Tensor,
+    config: SkipNetConfig,
+    iterations: int,
+    generators: Sequence[torch.Generator],
+    lr: float = 0.01,
+    noise_scale: float = 0.1,
+    optimise_input: bool = False,
+    on_iteration=None,
+) -> None:
+    """Fit one DIP network per image to ``images`` (``(n, C, H, W)`` in ``[0, 1]``) with Adam on the MSE.
+
+    Network ``i`` and its noise input ``U(0, noise_scale)`` come from ``generators[i]`` alone. After the forward
+    pass of every iteration ``t`` (1-based), ``on_iteration(t, outputs, mse)`` receives the detached outputs
+    ``(n, C, H, W)`` (the trace's ``t``-th image, made by the parameters after ``t - 1`` updates) and the
+    per-image MSE ``(n,)``. Runs with gradients enabled whatever the caller's mode.
+    """
+    n, c, h, w = images.shape
+    device = images.device
+    with torch.enable_grad():
+        net = BatchedSkipNet(n, config, out_channels=c)
+        net.reset_parameters(generators)
+        net = net.to(device).train()
+        noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g) * noise_scale for g in generators])
+        noise = noise.to(device).requires_grad_(optimise_input)
+        parameters = [*net.parameters(), *([noise] if optimise_input else [])]
+        optimiser = torch.optim.Adam(parameters, lr=lr)
+        target = images.detach()
+        for t in range(1, iterations + 1):
+            outputs = net(noise)
+            mse = ((outputs - target) ** 2).mean(dim=(1, 2, 3))
+            if on_iteration is not None:
+                on_iteration(t, outputs.detach(), mse.detach())
+            optimiser.zero_grad(set_to_none=True)
+            mse.sum().backward()  # the sum gives each network exactly its own image's gradient
+            optimiser.step()

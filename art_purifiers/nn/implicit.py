@@ -32,8 +32,10 @@ class ImplicitRepresentation(nn.Module):
     Images are mapped to ``[-1, 1]`` before the encoder and colours back to ``[0, 1]`` after the decoder (as in
     LIIF and DISCO); outputs are not clipped.
 
-    :param blocks: EDSR residual blocks (paper 16). :param features: EDSR width (paper 64).
-    :param hidden: Decoder MLP widths (paper 256 x 4). :param max_rows: Decoder chunk size (memory bound).
+    :param blocks: EDSR residual blocks (paper 16).
+    :param features: EDSR width (paper 64).
+    :param hidden: Decoder MLP widths (paper 256 x 4).
+    :param max_rows: Decoder chunk size (memory bound).
     """
 
     def __init__(self, blocks: int = 16, features: int = 64, hidden: Sequence[int] = (256, 256, 256, 256),

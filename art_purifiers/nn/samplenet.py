@@ -18,7 +18,8 @@ class SampleNet(nn.Module):
     the shifts and the colours. (The reference code runs a second copy of the encoder on the raw ``[0, 1]`` image;
     here both see the same ``[-1, 1]`` input, which makes the codes identical and the second pass unnecessary.)
 
-    :param feature_dim: Channels of the codes. :param hidden: MLP widths (paper 256 x 4).
+    :param feature_dim: Channels of the codes.
+    :param hidden: MLP widths (paper 256 x 4).
     :param max_shift: Optional bound: shifts become ``max_shift * tanh(raw / max_shift)``; ``None`` leaves them raw,
         as in the paper.
     """

@@ -1,0 +1,77 @@
+"""DIP defences: batched equals one at a time, the DIPDefend stopping rule, parameter checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from defences_under_contract import TINY_DIP, dip_victim, tiny_dip, tiny_dipdefend
+
+from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor, HoltTurningPoint
+from art_purifiers.nn.metrics import psnr, ssim
+
+
+@pytest.mark.parametrize("factory", [tiny_dip, tiny_dipdefend], ids=["dip", "dipdefend"])
+def test_batched_equals_one_at_a_time(factory):
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16)
+    defence = factory(device_type="cpu")
+    seeds = [3, 4, 5]
+    with torch.no_grad():
+        together = defence.purify_with_seeds(x, seeds)
+        alone = torch.cat([defence.purify_with_seeds(x[i : i + 1], [s]) for i, s in enumerate(seeds)])
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_holt_turning_point_matches_the_recurrence():
+    series = torch.tensor([[10.0, 20.0, 24.0, 25.0, 25.5, 25.2, 24.0, 23.0],
+                           [5.0, 5.5, 9.0, 9.1, 9.0, 8.0, 7.0, 6.0]]).T
+    lam = 0.3
+    tracker = HoltTurningPoint(lam)
+    last_best = [tracker.update(series[t]).nonzero().flatten().tolist() for t in range(len(series))]
+    for image in range(2):
+        y = series[:, image].tolist()
+        s, b = [y[0], lam * y[1] + (1 - lam) * (y[0] + (y[1] - y[0]))], y[1] - y[0]
+        for t in range(2, len(y)):
+            s.append(lam * y[t] + (1 - lam) * (s[t - 1] + b))
+            b = lam * (s[t] - s[t - 1]) + (1 - lam) * b
+        expected = [t for t in range(len(y)) if all(s[t] > s[u] for u in range(t))]
+        assert [t for t in range(len(y)) if image in last_best[t]] == expected
+
+
+def test_dip_uses_the_victims_decisions_and_stays_in_range():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    out = tiny_dip(device_type="cpu", seed=0).forward(x)[0]
+    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert len(tiny_dip().snapshot_iterations()) == 3
+
+
+def test_dip_accepts_an_art_classifier():
+    from conftest import make_classifier
+
+    x = torch.rand(1, 3, 32, 32)
+    defence = DIPPreprocessor(make_classifier(dip_victim()), TINY_DIP, iterations=4, snapshots=2, warmup=0, grid=2,
+                              keep=1, seed=0, device_type="cpu")
+    assert defence.forward(x)[0].shape == x.shape
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"network": "huge"}, "network"), ({"iterations": 1}, "iterations"), ({"snapshots": 5000}, "snapshots"),
+     ({"keep": 0}, "keep"), ({"warmup": 5000}, "warmup"), ({"gradient": "exact"}, "not differentiable")],
+)
+def test_invalid_dip_parameters(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DIPPreprocessor(dip_victim(), **kwargs)
+
+
+def test_invalid_dipdefend_parameters():
+    with pytest.raises(ValueError, match="smoothing"):
+        DIPDefendPreprocessor(smoothing=0)
+
+
+def test_metrics():
+    a = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(ssim(a, a), torch.ones(2))
+    assert float(psnr(a, (a + 0.1).clamp(0, 1)).min()) > 15
+    assert float(ssim(a, torch.rand(2, 3, 16, 16)).max()) < 0.5
