@@ -35,6 +35,7 @@ from art_purifiers.training.loops import (
     adversarial_pairs,
     augment_pairs,
     batch_for_iteration,
+    descend,
     iteration_generator,
     run_iterations,
 )
@@ -178,11 +179,7 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
         paired = adv_t[idx] if adv_t is not None else clean
         clean, paired = (t.to(torch_device) for t in augment_pairs(generator, clean, paired))
         inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
-        loss = F.l1_loss(model(inputs, size=clean.shape[-2:]), clean)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        return descend(optimizer, F.l1_loss(model(inputs, size=clean.shape[-2:]), clean))
 
     stage1_began = time.perf_counter()
     report["stage1_log"] = run_iterations(
@@ -205,11 +202,7 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
             clean, paired = (t.to(torch_device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))
             labels = y_t[idx].to(torch_device)
             both = irad(torch.cat([clean, paired]))
-            loss = F.cross_entropy(source(both), torch.cat([labels, labels]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            return float(loss.detach())
+            return descend(optimizer, F.cross_entropy(source(both), torch.cat([labels, labels])))
 
         stage2_began = time.perf_counter()
         report["stage2_log"] = run_iterations(

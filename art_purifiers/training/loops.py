@@ -132,6 +132,14 @@ class Distributed:
             dist.barrier()
 
 
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss``; returns its value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 class Checkpoint:
     """Training state in one file, written atomically; loaded with ``weights_only=True`` (no pickled code)."""
 
