@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -118,6 +119,10 @@ class AttackSpec:
     def settings(self) -> dict:
         """The settings that define the attack (what the cache key and the table record)."""
         settings = asdict(self)
+        if self.name == "autoattack":
+            # Recorded (and part of cache keys): the steps run, each seeded from the seed and its number.
+            settings["components"] = list(StandardAutoAttack.components)
+            settings["seeding"] = "per step"
         if self.name in ("autoattack", "fgsm", "deepfool"):
             for unused in ("step_size", "random_start", "momentum"):
                 settings.pop(unused)
@@ -145,13 +150,17 @@ class AttackSpec:
         extra = " (" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) + ")" if changed else ""
         return f"{self.name}{steps} L{self.norm} eps={eps}{extra}"
 
-    def build(self, classifier: PyTorchClassifier, batch_size: int = 128, verbose: bool = False):
-        """The attack object for ``classifier``; it has ``generate(x, y) -> x_adv`` (``y``: labels)."""
+    def build(self, classifier: PyTorchClassifier, batch_size: int = 128, verbose: bool = False, seed: int = 0,
+              checkpoint: str | Path | None = None):
+        """The attack object for ``classifier``; it has ``generate(x, y) -> x_adv`` (``y``: labels).
+
+        ``seed`` and ``checkpoint`` reach AutoAttack, which seeds and checkpoints each of its steps.
+        """
         step = self.step_size if self.step_size is not None else self.eps / 4
         norm = self.norm_value
         if self.name == "autoattack":
             return StandardAutoAttack(classifier, norm=norm, eps=self.eps, n_iter=self.steps, batch_size=batch_size,
-                                      verbose=verbose, **self.extra)
+                                      verbose=verbose, seed=seed, checkpoint=checkpoint, **self.extra)
         if self.name == "fgsm":
             return FastGradientMethod(classifier, norm=norm, eps=self.eps, batch_size=batch_size)
         if self.name == "deepfool":

@@ -14,9 +14,12 @@ targeted form.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
+import torch
 from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 
 from art_purifiers.evaluation.fab import FABTargeted
@@ -37,6 +40,10 @@ class StandardAutoAttack:
     :param square_queries: Query budget of the Square attack.
     :param batch_size: Batch size of the sub-attacks.
     :param verbose: Show ART's progress bars.
+    :param seed: Seeds numpy's and torch's global generators (which ART's attacks draw from) before every step,
+        from the seed and the step's number, so a resumed run draws what an uninterrupted one would.
+    :param checkpoint: ``.npz`` file where progress is saved after every step (APGD-CE, each APGD-T and FAB-T
+        target, Square); an interrupted run resumes from it. ``None``: no checkpoint.
     """
 
     components = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -51,6 +58,8 @@ class StandardAutoAttack:
         square_queries: int = 5000,
         batch_size: int = 128,
         verbose: bool = False,
+        seed: int = 0,
+        checkpoint: str | Path | None = None,
     ) -> None:
         if norm not in (np.inf, 2):
             raise ValueError(f"norm must be np.inf or 2, got {norm!r}.")
@@ -64,6 +73,8 @@ class StandardAutoAttack:
         self.square_queries = int(square_queries)
         self.batch_size = int(batch_size)
         self.verbose = verbose
+        self.seed = int(seed)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         #: Number of points each component broke in the last :meth:`generate` call.
         self.broken_by: dict[str, int] = {}
 
@@ -109,6 +120,13 @@ class StandardAutoAttack:
         logits = self.estimator.predict(x, batch_size=self.batch_size)
         robust = logits.argmax(1) == y
         self.broken_by = {}
+        done = 0
+        if self.checkpoint is not None and self.checkpoint.is_file():
+            with np.load(self.checkpoint) as saved:
+                if saved["x_adv"].shape == x.shape and np.array_equal(saved["x"], x):
+                    x_adv, robust, done = saved["x_adv"].copy(), saved["robust"].copy(), int(saved["done"])
+                    self.broken_by = json.loads(str(saved["broken_by"]))
+                    logger.info("AutoAttack resumes after step %d from %s", done, self.checkpoint)
 
         def attempt(name: str, attack, targets: np.ndarray | None) -> None:
             index = np.flatnonzero(robust)
@@ -124,21 +142,31 @@ class StandardAutoAttack:
             robust[index[broken]] = False
             self.broken_by[name] = self.broken_by.get(name, 0) + int(broken.sum())
 
-        attempt("apgd-ce", self._apgd(targeted=False), None)
         ranked = np.argsort(-logits, axis=1)
         # Column k: the k-th highest-scoring class other than the true one.
         wrong = np.stack([row[row != label] for row, label in zip(ranked, y, strict=True)])
         n_targets = min(self.n_target_classes, nb_classes - 1)
         apgd_t = self._apgd(targeted=True)
-        for k in range(n_targets):
-            attempt("apgd-t", apgd_t, wrong[:, k])
         fab_t = FABTargeted(self.estimator, norm=self.norm, n_iter=self.n_iter, batch_size=self.batch_size)
-        for k in range(n_targets):
-            attempt("fab-t", fab_t, wrong[:, k])
         square = SquareAttack(
             self.estimator, norm=self.norm, eps=self.eps, max_iter=self.square_queries, p_init=0.8,
             nb_restarts=1, batch_size=self.batch_size, verbose=self.verbose,
         )
-        attempt("square", square, None)
+        steps = [("apgd-ce", self._apgd(targeted=False), None)]
+        steps += [("apgd-t", apgd_t, wrong[:, k]) for k in range(n_targets)]
+        steps += [("fab-t", fab_t, wrong[:, k]) for k in range(n_targets)]
+        steps.append(("square", square, None))
+        for number, (name, attack, targets) in enumerate(steps):
+            if number < done:
+                continue
+            np.random.seed(self.seed * 1000 + number)  # noqa: NPY002 (ART uses numpy's global generator)
+            torch.manual_seed(self.seed * 1000 + number)
+            attempt(name, attack, targets)
+            if self.checkpoint is not None:
+                self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.checkpoint.with_suffix(".tmp.npz")
+                np.savez(tmp, x=x, x_adv=x_adv, robust=robust, done=np.int64(number + 1),
+                         broken_by=np.array(json.dumps(self.broken_by)))
+                tmp.replace(self.checkpoint)
         logger.info("AutoAttack broke %s of %d points", self.broken_by, len(x))
         return x_adv

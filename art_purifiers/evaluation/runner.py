@@ -149,16 +149,21 @@ class _Evaluation:
                                             self.eot_draws), device=self.device)
 
     def crafted(self, key_parts, make_attack) -> tuple[np.ndarray, float]:
+        """Adversarial examples and attack wall time, from the cache or by running ``make_attack(checkpoint)``
+        (``checkpoint``: a file for the attack's partial progress, or ``None`` without a cache)."""
         key = fingerprint("adv-v1", *key_parts, *self.base_key)
         hit = self.cache.get(key)
         if hit is not None:
             logger.info("cache hit %s", key)
             return hit
+        partial = None if self.cache.directory is None else self.cache.directory / f"{key}.partial.npz"
         _seed_everything(self.seed)
         start = time.perf_counter()
-        x_adv = make_attack().generate(self.x, self.y).astype(np.float32)
+        x_adv = make_attack(partial).generate(self.x, self.y).astype(np.float32)
         seconds = time.perf_counter() - start
         self.cache.put(key, x_adv, seconds)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         return x_adv, seconds
 
     def row(self, defence: str, threat: str, attack: str, x_adv: np.ndarray | None, seconds: float,
@@ -228,7 +233,8 @@ def evaluate(
 
 def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
     x_adv, seconds = run.crafted(("oblivious", spec.settings()),
-                                 lambda: spec.build(run.deployed[NO_VICTIM_DEFENCE], run.batch_size, run.verbose))
+                                 lambda partial: spec.build(run.deployed[NO_VICTIM_DEFENCE], run.batch_size,
+                                                            run.verbose, run.seed, partial))
     return [run.row(name, "oblivious", spec.label(), x_adv, seconds,
                     "" if name == NO_VICTIM_DEFENCE else "adv. crafted on the bare victim", spec.settings())
             for name in run.deployed]
@@ -241,7 +247,7 @@ def _gradient_threat(threat: str, gradient: str):
             return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
         target = run.classifier(_with_params(defence, gradient=gradient))
         x_adv, seconds = run.crafted((threat, spec.settings(), repr(defence)),
-                                     lambda: spec.build(target, run.batch_size, run.verbose))
+                                     lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial))
         note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
         return [run.row(name, threat, spec.label(), x_adv, seconds, note, spec.settings())]
 
@@ -254,7 +260,7 @@ def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
         return [run.row(name, "eot", spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")]
     target = run.eot_classifier(defence)
     x_adv, seconds = run.crafted(("eot", spec.settings(), repr(defence), run.eot_draws),
-                                 lambda: spec.build(target, run.batch_size, run.verbose))
+                                 lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial))
     gradient = "exact" if defence.differentiable else "bpda"
     return [run.row(name, "eot", f"{spec.label()} eot={run.eot_draws}", x_adv, seconds,
                     f"gradients and decisions averaged over {run.eot_draws} draws ({gradient})",
@@ -267,7 +273,7 @@ def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     hsj = BudgetedHopSkipJump(target, norm=spec.norm_value, eps=spec.eps, max_queries=run.queries,
                               batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
     key = ("decision-v2", spec.norm, run.queries, repr(defence), defence.randomized and run.eot_draws)
-    x_adv, seconds = run.crafted(key, lambda: hsj)
+    x_adv, seconds = run.crafted(key, lambda _: hsj)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
     delta = (x_adv - run.x).reshape(len(run.x), -1)
     size = np.abs(delta).max(1) if spec.norm == "inf" else np.linalg.norm(delta, axis=1)
