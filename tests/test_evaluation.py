@@ -266,3 +266,25 @@ def test_torchrun_splits_and_gathers(tmp_path):
     one = json.loads((tmp_path / "one.json").read_text())
     assert ranks["meta"]["shards"] == 2 and ranks["meta"]["n"] == 6
     assert [(r["sa"], r["ra"]) for r in ranks["rows"]] == [(r["sa"], r["ra"]) for r in one["rows"]]
+
+
+def test_autoattack_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_path, monkeypatch):
+    classifier = art_classifier(tiny_model)
+
+    def attack(checkpoint=None):
+        return StandardAutoAttack(classifier, eps=2 / 255, n_iter=3, n_target_classes=2, square_queries=10,
+                                  seed=3, checkpoint=checkpoint)
+
+    uninterrupted = attack().generate(images, labels)
+    original = FABTargeted.generate
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(FABTargeted, "generate", crash)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        attack(tmp_path / "aa.npz").generate(images, labels)
+    assert (tmp_path / "aa.npz").is_file()
+    monkeypatch.setattr(FABTargeted, "generate", original)
+    resumed = attack(tmp_path / "aa.npz")
+    np.testing.assert_array_equal(resumed.generate(images, labels), uninterrupted)
