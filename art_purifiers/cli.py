@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_CACHE = Path.home() / ".cache" / "art-purifiers" / "adversarial"
+# Integer options of `train irad` that override the preset's values.
+_PRESET_OVERRIDES = ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps", "seed")
 
 
 def _evaluate_parser(sub) -> None:
@@ -152,7 +154,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--out", default=None, help="folder for pairs, checkpoints and the log")
     p.add_argument("--export", default=None, help="write the weights (.safetensors) here when done")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    for name in ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps", "seed"):
+    for name in _PRESET_OVERRIDES:
         p.add_argument(f"--{name}", type=int, default=None, help="override the preset")
 
 
@@ -170,9 +172,7 @@ def run_train(args: argparse.Namespace) -> int:
     if root is None:
         raise SystemExit("No CIFAR-10 training data: pass --data-root (python-layout folder).")
     source = args.source or Path(root).parent / "weights" / "akamaster_pytorch_resnet_cifar10" / "resnet32-d509ac18.th"
-    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_"))
-                 for name in ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps",
-                              "seed", "task")}
+    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in (*_PRESET_OVERRIDES, "task")}
     config = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
     out = Path(args.out or f"runs/irad-{args.preset}-{config.task}")
     out.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,6 @@ from art_purifiers.evaluation.fab import FABTargeted
 
 logger = logging.getLogger(__name__)
 
-NORMS = {"inf": np.inf, "2": 2}
-
 
 class StandardAutoAttack:
     """APGD-CE, APGD-T, FAB-T and Square on an ART classifier, each on the points still robust.

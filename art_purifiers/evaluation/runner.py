@@ -134,8 +134,8 @@ class _Evaluation:
         self.eot_draws, self.queries = eot_draws, queries
         self.cache = AdversarialCache(cache_dir)
         self.base_key = (fingerprint(victim), fingerprint(x, y), seed)
-        self.deployed = {NO_VICTIM_DEFENCE: art_classifier(victim, device=device)}
-        self.deployed.update({name: art_classifier(victim, [d], device=device) for name, d in defences.items()})
+        self.deployed = {NO_VICTIM_DEFENCE: self.classifier(None)}
+        self.deployed.update({name: self.classifier(d) for name, d in defences.items()})
         self.clean_correct = {name: correct(c, x, y, batch_size) for name, c in self.deployed.items()}
         self.params = {name: {p: getattr(d, p) for p in d.params} for name, d in defences.items()}
         self.params[NO_VICTIM_DEFENCE] = {}
