@@ -35,7 +35,9 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (default: bundled sample)")
     # --num-images is the spelling to use under torchrun, whose own parser takes --n for one of its options.
     p.add_argument("--n", "--num-images", dest="n", type=int, default=None,
-                   help="evaluate test images 0..n-1 (default: all available)")
+                   help="evaluate images 0..n-1 of the split (default: all available)")
+    p.add_argument("--split", default="test", choices=["test", "train"],
+                   help="test images (reported figures) or training images (choosing settings; needs --data-root)")
     p.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I (0-based) of N; see merge")
     p.add_argument("--threat", nargs="+", default=["clean", "oblivious"], choices=THREATS, help="threat models")
     p.add_argument("--attack", nargs="+", default=["autoattack"], choices=ATTACKS, help="attacks (one row each)")
@@ -88,7 +90,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from art_purifiers.data import load_test_images
+    from art_purifiers.data import load_cifar10, load_test_images
     from art_purifiers.defences import make_defence
     from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate, parse_eps
     from art_purifiers.evaluation.report import describe_data
@@ -110,7 +112,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
                          std=args.victim_std).to(device)
     defences = {spec: make_defence(spec, victim=victim, **overrides) for spec in args.defence or ["resampling"]}
-    x, y = load_test_images(args.data_root, args.n)
+    if args.split == "test":
+        x, y = load_test_images(args.data_root, args.n)
+    elif args.data_root is None:
+        raise ValueError("--split train needs --data-root (the bundled sample holds test images only).")
+    else:
+        x, y = load_cifar10(args.data_root, "train", None if args.n is None else range(args.n))
     index, count = _shard(args.shard, rank, world)
     part = np.array_split(np.arange(len(x)), count)[index]
     specs = [
@@ -126,8 +133,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         queries=args.queries,
     )
     source = args.data_root or "bundled sample"
-    table.meta.update({"data_source": source, "images": [int(part[0]), int(part[-1])], "shard": [index, count],
-                       "data": describe_data(source, int(part[0]), int(part[-1]), (index, count)),
+    table.meta.update({"data_source": source, "split": args.split, "images": [int(part[0]), int(part[-1])],
+                       "shard": [index, count],
+                       "data": describe_data(source, int(part[0]), int(part[-1]), (index, count), args.split),
                        "command": "art-purifiers " + " ".join(sys.argv[1:])})
     if world > 1:
         gathered = [None] * world

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_CIFAR10, needs_shared_data
 
 from art_purifiers import ResamplingPreprocessor
 from art_purifiers.cli import main
@@ -248,6 +249,21 @@ def test_cli_reports_bad_arguments_without_traceback(capsys):
     assert "bundled sample has 200 images" in capsys.readouterr().err
 
 
+def test_cli_train_split_needs_a_data_root(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--split", "train", "--n", "4", "--no-cache", "--quiet"])
+    assert exit_info.value.code == 2
+    assert "--split train needs --data-root" in capsys.readouterr().err
+
+
+@needs_shared_data
+def test_cli_evaluates_training_images(tmp_path):
+    assert main(["evaluate", "--split", "train", "--data-root", str(SHARED_CIFAR10), "--n", "4", "--threat", "clean",
+                 "--no-cache", "--quiet", "--device", "cpu", "--json", str(tmp_path / "t.json")]) == 0
+    meta = json.loads((tmp_path / "t.json").read_text())["meta"]
+    assert meta["split"] == "train" and "CIFAR-10 train images 0..3" in meta["data"]
+
+
 def test_torchrun_splits_and_gathers(tmp_path):
     """Two CPU ranks under torchrun print one merged table equal to the single-process one."""
     import shutil
@@ -286,5 +302,9 @@ def test_autoattack_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_
         attack(tmp_path / "aa.npz").generate(images, labels)
     assert (tmp_path / "aa.npz").is_file()
     monkeypatch.setattr(FABTargeted, "generate", original)
+    with np.load(tmp_path / "aa.npz") as saved:
+        spent = float(saved["seconds"])
+    assert spent > 0
     resumed = attack(tmp_path / "aa.npz")
     np.testing.assert_array_equal(resumed.generate(images, labels), uninterrupted)
+    assert resumed.resumed_seconds == spent  # the interrupted part's time is carried into the total

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,8 @@ class StandardAutoAttack:
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         #: Number of points each component broke in the last :meth:`generate` call.
         self.broken_by: dict[str, int] = {}
+        #: Seconds spent before the last :meth:`generate` call resumed from its checkpoint (0 without one).
+        self.resumed_seconds = 0.0
 
     @property
     def params(self) -> dict:
@@ -118,12 +121,16 @@ class StandardAutoAttack:
         logits = self.estimator.predict(x, batch_size=self.batch_size)
         robust = logits.argmax(1) == y
         self.broken_by = {}
+        self.resumed_seconds = 0.0
         done = 0
+        start = time.perf_counter()
         if self.checkpoint is not None and self.checkpoint.is_file():
             with np.load(self.checkpoint) as saved:
                 if saved["x_adv"].shape == x.shape and np.array_equal(saved["x"], x):
                     x_adv, robust, done = saved["x_adv"].copy(), saved["robust"].copy(), int(saved["done"])
                     self.broken_by = json.loads(str(saved["broken_by"]))
+                    # Checkpoints written before the elapsed time was stored count from the resume.
+                    self.resumed_seconds = float(saved["seconds"]) if "seconds" in saved.files else 0.0
                     logger.info("AutoAttack resumes after step %d from %s", done, self.checkpoint)
 
         def attempt(name: str, attack, targets: np.ndarray | None) -> None:
@@ -164,7 +171,8 @@ class StandardAutoAttack:
                 self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.checkpoint.with_suffix(".tmp.npz")
                 np.savez(tmp, x=x, x_adv=x_adv, robust=robust, done=np.int64(number + 1),
-                         broken_by=np.array(json.dumps(self.broken_by)))
+                         broken_by=np.array(json.dumps(self.broken_by)),
+                         seconds=np.float64(self.resumed_seconds + time.perf_counter() - start))
                 tmp.replace(self.checkpoint)
         logger.info("AutoAttack broke %s of %d points", self.broken_by, len(x))
         return x_adv

@@ -8,9 +8,10 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
-def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | None = None) -> str:
-    """``"<source>: CIFAR-10 test images <first>..<last>"``, with the shard when there is one."""
-    text = f"{source}: CIFAR-10 test images {first}..{last}"
+def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | None = None,
+                  split: str = "test") -> str:
+    """``"<source>: CIFAR-10 <split> images <first>..<last>"``, with the shard when there is one."""
+    text = f"{source}: CIFAR-10 {split} images {first}..{last}"
     return text + (f" (shard {shard[0]}/{shard[1]})" if shard is not None and shard[1] > 1 else "")
 
 
@@ -79,7 +80,7 @@ class ResultTable:
         for table in tables[1:]:
             if [row.key for row in table.rows] != keys:
                 raise ValueError("Tables to merge must hold the same rows (defence, threat, attack) in order.")
-            for field_name in ("victim", "seed", "attacks", "data_source"):
+            for field_name in ("victim", "seed", "attacks", "data_source", "split"):
                 if table.meta.get(field_name) != tables[0].meta.get(field_name):
                     raise ValueError(f"Tables to merge must share their {field_name}.")
         shards = [tuple(t.meta["shard"]) for t in tables if "shard" in t.meta]
@@ -90,7 +91,7 @@ class ResultTable:
         if all("images" in t.meta for t in tables):
             first, last = min(t.meta["images"][0] for t in tables), max(t.meta["images"][1] for t in tables)
             meta["images"] = [first, last]
-            meta["data"] = describe_data(meta.get("data_source", "?"), first, last)
+            meta["data"] = describe_data(meta.get("data_source", "?"), first, last, split=meta.get("split", "test"))
         merged = cls(meta=meta)
         for rows in zip(*(t.rows for t in tables), strict=True):
             first = rows[0]

@@ -159,8 +159,9 @@ class _Evaluation:
         partial = None if self.cache.directory is None else self.cache.directory / f"{key}.partial.npz"
         _seed_everything(self.seed)
         start = time.perf_counter()
-        x_adv = make_attack(partial).generate(self.x, self.y).astype(np.float32)
-        seconds = time.perf_counter() - start
+        attack = make_attack(partial)
+        x_adv = attack.generate(self.x, self.y).astype(np.float32)
+        seconds = time.perf_counter() - start + getattr(attack, "resumed_seconds", 0.0)
         self.cache.put(key, x_adv, seconds)
         if partial is not None:
             partial.unlink(missing_ok=True)

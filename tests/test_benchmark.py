@@ -1,0 +1,38 @@
+"""The benchmark helpers: timing, multiply-accumulate counts and peak memory."""
+
+from __future__ import annotations
+
+import torch
+from defences_under_contract import ConvPurifier
+
+from art_purifiers import ResamplingPreprocessor
+from art_purifiers.evaluation.benchmark import machine, multiply_accumulates, peak_memory_bytes, time_purifier
+
+
+def test_time_purifier_counts_every_image():
+    x = torch.rand(8, 3, 16, 16)
+    timing = time_purifier(ResamplingPreprocessor(), x, batch_size=4, repeats=2)
+    assert (timing.images, timing.batch_size, timing.device) == (8, 4, "cpu")
+    assert timing.seconds > 0
+    assert abs(timing.images_per_second * timing.seconds_per_image - 1) < 1e-9
+    assert timing.to_dict()["images_per_second"] == timing.images_per_second
+
+
+def test_time_purifier_needs_whole_batches():
+    try:
+        time_purifier(ResamplingPreprocessor(), torch.rand(5, 3, 8, 8), batch_size=2)
+    except ValueError as error:
+        assert "multiple of batch_size" in str(error)
+    else:
+        raise AssertionError("a partial batch was accepted")
+
+
+def test_multiply_accumulates_of_a_convolution():
+    # ConvPurifier: one 3x3 convolution 3 -> 3 channels: 3 * 3 * 9 MACs per output pixel.
+    macs = multiply_accumulates(ConvPurifier(), torch.rand(2, 3, 10, 12))
+    assert macs == 3 * 3 * 9 * 10 * 12
+
+
+def test_peak_memory_and_machine():
+    assert peak_memory_bytes(torch.device("cpu")) > 10 * 2**20
+    assert machine()["threads"] >= 1
