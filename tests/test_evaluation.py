@@ -74,6 +74,19 @@ def test_fab_targeted_reaches_its_targets(norm, tiny_model, images, labels):
     assert 0.0 <= x_adv.min() and x_adv.max() <= 1.0
 
 
+def test_fab_margin_gradient_equals_class_gradient_difference(tiny_model, images, labels):
+    """One backward pass of the logit contrast gives grad(z_t - z_y) per point, defences included."""
+    classifier = art_classifier(tiny_model, [ResamplingPreprocessor(device_type="cpu")])
+    targets = (labels + 1) % 10
+    margin, gradient = FABTargeted(classifier, batch_size=3)._margin_and_gradient(images, labels, targets)
+    expected = (classifier.class_gradient(images, label=targets)[:, 0]
+                - classifier.class_gradient(images, label=labels)[:, 0])
+    np.testing.assert_allclose(gradient, expected.reshape(len(images), -1), rtol=1e-4, atol=1e-6)
+    logits = classifier.predict(images)
+    np.testing.assert_allclose(margin, logits[np.arange(len(images)), targets] - logits[np.arange(len(images)), labels],
+                               rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("norm", [np.inf, 2])
 def test_autoattack_breaks_points_within_budget(norm, tiny_model, images, labels):
     classifier = art_classifier(tiny_model)

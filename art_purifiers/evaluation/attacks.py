@@ -7,12 +7,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
 from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
-from torch import nn
 
 from art_purifiers.evaluation.autoattack import StandardAutoAttack
+from art_purifiers.evaluation.losses import CWMarginLoss, with_loss
 
 #: Attacks accepted by :class:`AttackSpec` (HopSkipJump is the ``decision`` threat model's own attack).
 ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
@@ -21,38 +20,6 @@ ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
 def parse_eps(text: str | float) -> float:
     """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5."""
     return float(Fraction(text)) if isinstance(text, str) else float(text)
-
-
-class CWMarginLoss(nn.Module):
-    """Carlini & Wagner's margin ``min(max_{j != y} z_j - z_y, kappa)``, averaged; maximised by the attack."""
-
-    def __init__(self, kappa: float = 50.0) -> None:
-        super().__init__()
-        self.kappa = kappa
-        self.reduction = "mean"
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if labels.ndim == 2:  # ART passes one-hot labels to losses other than CrossEntropyLoss
-            labels = labels.argmax(1)
-        labels = labels.long()
-        true = logits.gather(1, labels.view(-1, 1)).squeeze(1)
-        other = logits.masked_fill(nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
-        return (other - true).clamp(max=self.kappa).mean()
-
-
-def with_loss(classifier: PyTorchClassifier, loss: nn.Module) -> PyTorchClassifier:
-    """The same classifier (model, defences, preprocessing, device) with another training loss."""
-    return PyTorchClassifier(
-        model=classifier.model,
-        loss=loss,
-        input_shape=classifier.input_shape,
-        nb_classes=classifier.nb_classes,
-        clip_values=classifier.clip_values,
-        preprocessing_defences=classifier.preprocessing_defences,
-        postprocessing_defences=classifier.postprocessing_defences,
-        preprocessing=classifier.preprocessing,
-        device_type="cpu" if classifier.device.type == "cpu" else "gpu",
-    )
 
 
 def project_to_ball(x: np.ndarray, x_adv: np.ndarray, norm: float, eps: float) -> np.ndarray:

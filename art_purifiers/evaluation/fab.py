@@ -5,8 +5,8 @@ ART 1.20 has no FAB, which standard AutoAttack needs. Each iteration linearises 
 that hyperplane (intersected with the input box) under the attack's norm, steps to a convex combination
 biased towards the original input, and, once adversarial, steps back towards the original input. The
 projections are solved by bisection on their one-dimensional dual, which is exact up to float precision.
-Gradients come from the estimator's ``class_gradient``, so preprocessing defences (exact or BPDA) are part of
-the attacked function.
+Margin gradients come from the estimator itself (one backward pass of :class:`LogitContrast` through it), so
+preprocessing defences (exact or BPDA) are part of the attacked function.
 
 | Paper link: https://arxiv.org/abs/1907.02044
 """
@@ -14,6 +14,9 @@ the attacked function.
 from __future__ import annotations
 
 import numpy as np
+from art.estimators.classification import PyTorchClassifier
+
+from art_purifiers.evaluation.losses import LogitContrast, with_loss
 
 _BISECTION_STEPS = 40
 
@@ -83,7 +86,7 @@ def project_to_hyperplane(
 class FABTargeted:
     """FAB-T for one target class per point.
 
-    :param estimator: ART classifier with ``predict`` (logits) and ``class_gradient``.
+    :param estimator: ART PyTorch classifier returning logits.
     :param norm: ``np.inf`` or ``2``.
     :param n_iter: Iterations per target.
     :param eta: Overshoot of the projection step (paper: 1.05).
@@ -91,11 +94,12 @@ class FABTargeted:
     :param alpha_max: Largest weight of the original input's projection (paper: 0.1).
     """
 
-    def __init__(self, estimator, norm: float = np.inf, n_iter: int = 100, eta: float = 1.05, beta: float = 0.9,
-                 alpha_max: float = 0.1, batch_size: int = 128) -> None:
+    def __init__(self, estimator: PyTorchClassifier, norm: float = np.inf, n_iter: int = 100, eta: float = 1.05,
+                 beta: float = 0.9, alpha_max: float = 0.1, batch_size: int = 128) -> None:
         if norm not in (np.inf, 2):
             raise ValueError(f"norm must be np.inf or 2, got {norm!r}.")
         self.estimator = estimator
+        self._contrast = with_loss(estimator, LogitContrast())
         self.norm = norm
         self.n_iter = int(n_iter)
         self.eta = eta
@@ -111,7 +115,12 @@ class FABTargeted:
         logits = self.estimator.predict(x, batch_size=self.batch_size)
         rows = np.arange(len(x))
         margin = logits[rows, t] - logits[rows, y]
-        gradient = self.estimator.class_gradient(x, label=t)[:, 0] - self.estimator.class_gradient(x, label=y)[:, 0]
+        eye = np.eye(logits.shape[1], dtype=np.float32)
+        gradient = np.concatenate([
+            self._contrast.loss_gradient(x[i : i + self.batch_size], eye[t[i : i + self.batch_size]]
+                                         - eye[y[i : i + self.batch_size]])
+            for i in range(0, len(x), self.batch_size)
+        ])
         return margin, gradient.reshape(len(x), -1)
 
     def generate(self, x: np.ndarray, y: np.ndarray, targets: np.ndarray) -> np.ndarray:
