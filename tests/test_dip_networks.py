@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from art_purifiers.nn.dip import DIP_PRESETS, BatchedSkipNet, SkipNetConfig
+from art_purifiers.nn import dip
+from art_purifiers.nn.dip import DIP_PRESETS, BatchedSkipNet, SkipNetConfig, dip_trace
 
 TINY = SkipNetConfig(channels=(4, 8), skip=(2, 2))
 
@@ -56,6 +58,79 @@ def test_batched_optimisation_matches_one_at_a_time():
             optimiser.step()
         with torch.no_grad():
             torch.testing.assert_close(alone(noise[i : i + 1]), batched(noise)[i : i + 1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "size"),
+    # col2im input gradient; transposed-convolution input gradient (large map); results of under 16 pixels (stored
+    # transposed); strided; strided to a 2x2 map; non-square; a 5x5 kernel.
+    [(3, 1, (9, 9)), (3, 1, (22, 22)), (3, 1, (4, 5)), (3, 2, (11, 11)), (3, 2, (5, 5)), (3, 1, (12, 7)),
+     (5, 1, (9, 8))],
+)
+@pytest.mark.parametrize("workspace", [1, 1 << 24], ids=["chunk-per-network", "one-chunk"])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_batched_convolution_equals_grouped_conv2d(monkeypatch, kernel, stride, size, workspace, input_grad):
+    monkeypatch.setattr(dip, "_WORKSPACE_BYTES", workspace)
+    n, cin, cout = 3, 4, 5
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, cin, *size, generator=generator, dtype=torch.float64).requires_grad_(input_grad)
+    weight = torch.randn(n * cout, cin, kernel, kernel, generator=generator, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(n * cout, generator=generator, dtype=torch.float64, requires_grad=True)
+    out = dip._BatchedConv2d.apply(x, weight, bias, kernel, stride)
+    expected = F.conv2d(x.reshape(1, n * cin, *size), weight, bias, stride=stride, groups=n)
+    expected = expected.view(n, cout, *expected.shape[-2:])
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    inputs = (x, weight, bias) if input_grad else (weight, bias)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad),
+                         strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(1, 1), (3, 1), (3, 2)])
+def test_convolution_layer_matches_one_network_at_a_time(kernel, stride):
+    n, cin, cout = 3, 4, 6
+    torch.manual_seed(0)
+    layer = dip._Conv(n, cin, cout, kernel, stride)
+    torch.nn.init.normal_(layer.weight)
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(n, cin, 10, 9, requires_grad=True)
+    out = layer(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    for i in range(n):
+        alone = dip._Conv(1, cin, cout, kernel, stride)
+        with torch.no_grad():
+            alone.weight.copy_(layer.weight[i * cout : (i + 1) * cout])
+            alone.bias.copy_(layer.bias[i * cout : (i + 1) * cout])
+        xi = x[i : i + 1].detach().requires_grad_()
+        out_i = alone(xi)
+        out_i.backward(grad[i : i + 1])
+        torch.testing.assert_close(out_i, out[i : i + 1])
+        torch.testing.assert_close(xi.grad, x.grad[i : i + 1])
+        torch.testing.assert_close(alone.weight.grad, layer.weight.grad[i * cout : (i + 1) * cout])
+        torch.testing.assert_close(alone.bias.grad, layer.bias.grad[i * cout : (i + 1) * cout])
+
+
+@pytest.mark.parametrize("optimise_input", [False, True])
+def test_dip_trace_in_groups_matches_one_group(monkeypatch, optimise_input):
+    images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def trace():
+        steps = []
+        dip_trace(images, TINY, 3, generators(range(20, 25)), optimise_input=optimise_input,
+                  on_iteration=lambda t, out, mse: steps.append((t, out, mse)))
+        return steps
+
+    together = trace()
+    largest = max(p.numel() * p.element_size() for p in BatchedSkipNet(1, TINY).parameters())
+    monkeypatch.setattr(dip, "_CPU_TENSOR_BYTES", 2 * largest)
+    assert dip._groups(5, TINY, 3, torch.device("cpu")) == [(0, 2), (2, 3), (3, 5)]
+    grouped = trace()
+    assert [t for t, _, _ in grouped] == [1, 2, 3]
+    for (_, out_a, mse_a), (_, out_b, mse_b) in zip(together, grouped, strict=True):
+        torch.testing.assert_close(out_a, out_b, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(mse_a, mse_b, atol=1e-6, rtol=1e-4)
 
 
 def test_invalid_configuration():

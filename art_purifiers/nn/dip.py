@@ -2,11 +2,15 @@
 
 :class:`BatchedSkipNet` holds ``n`` independent U-Nets with skip connections (the DIP ``skip`` architecture:
 strided-convolution downsampling, bilinear upsampling, batch norm, LeakyReLU, sigmoid output) as grouped
-convolutions: network ``i`` owns channel block ``i`` of every layer, and a batch of ``n`` images is laid out as
-one sample with ``n x C`` channels. Batch norm on that single sample normalises each network's channels over its
-own image, exactly what a DIP network optimised on one image does, so ``n`` networks optimised together follow
-the same trajectories as ``n`` networks optimised one at a time (given the same initial weights, inputs and an
-element-wise optimiser such as Adam on the *sum* of the per-image losses).
+convolutions: network ``i`` owns channel block ``i`` of every layer's parameters and sample ``i`` of every
+activation ``(n, C, H, W)``. Batch norm sees the activations as one sample with ``n x C`` channels, so it
+normalises each network's channels over its own image, exactly what a DIP network optimised on one image does, and
+``n`` networks optimised together follow the same trajectories as ``n`` networks optimised one at a time (given the
+same initial weights, inputs and an element-wise optimiser such as Adam on the *sum* of the per-image losses).
+
+On CPU a grouped ``F.conv2d`` with ``n`` groups is slow (it gains little or nothing per image over ``n`` separate
+networks), so there the convolutions of ``n > 1`` networks are batched matrix products: ``1 x 1`` convolutions
+directly, larger kernels over im2col patches (:class:`_BatchedConv2d`). Elsewhere (CUDA) they stay grouped.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,119 @@ DIP_PRESETS = {
 }
 
 
-def _join(n: int, *parts: torch.Tensor) -> torch.Tensor:
-    """Concatenate grouped tensors ``(1, n*C_k, H, W)`` per network: ``(1, n*sum(C_k), H, W)``."""
-    _, _, h, w = parts[0].shape
-    return torch.cat([p.view(1, n, -1, h, w) for p in parts], dim=2).view(1, -1, h, w)
+#: Bytes of im2col patches per chunk of networks: small enough to stay in cache between being written and being
+#: multiplied (the patches are ``k*k`` times the input), large enough that the loop over chunks costs little.
+_WORKSPACE_BYTES = 4 << 20
+
+
+def _chunk(n: int, bytes_per_network: int) -> int:
+    """Networks per chunk whose workspace fits ``_WORKSPACE_BYTES`` (at least one)."""
+    return max(1, min(n, _WORKSPACE_BYTES // max(1, bytes_per_network)))
+
+
+def _im2col(x: torch.Tensor, kernel: int, stride: int, out: torch.Tensor) -> torch.Tensor:
+    """Write the ``kernel x kernel`` patches of ``x`` ``(c, C, H, W)`` into ``out`` ``(c, C*k*k, Ho*Wo)``, rows in
+    the order of a convolution weight's ``(C, k, k)``: one copy of a strided view (faster than ``F.unfold``)."""
+    c, channels, h, w = x.shape
+    ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+    s = x.stride()
+    patches = x.as_strided((c, channels, kernel, kernel, ho, wo),
+                           (s[0], s[1], s[2], s[3], stride * s[2], stride * s[3]))
+    out.view(c, channels, kernel, kernel, ho, wo).copy_(patches)
+    return out
+
+
+def _product_buffer(like: torch.Tensor, batch: int, rows: int, columns: int) -> torch.Tensor:
+    """An uninitialised ``(batch, rows, columns)`` result of batched matrix products, stored transposed when there
+    are few columns (maps under 16 pixels): MKL multiplies a wide matrix by a narrow one several times slower than
+    it computes the transposed product, which is what ``bmm(..., out=...)`` into a transposed buffer does."""
+    if columns < 16:
+        return like.new_empty(batch, columns, rows).transpose(1, 2)
+    return like.new_empty(batch, rows, columns)
+
+
+class _BatchedConv2d(torch.autograd.Function):
+    """``n`` independent unpadded convolutions, network ``i`` applying weight block ``i`` to sample ``i``, as batched
+    matrix products over im2col patches. The patches are made chunk by chunk of networks in one small buffer (and
+    made again in the backward pass rather than kept), so they stay in cache and never cost a large allocation."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, kernel: int,
+                stride: int) -> torch.Tensor:
+        """``x`` ``(n, Cin, H, W)``, ``weight`` ``(n*Cout, Cin, k, k)``, ``bias`` ``(n*Cout,)``; returns
+        ``(n, Cout, Ho, Wo)``."""
+        x = x.contiguous()
+        n, cin, h, w = x.shape
+        cout, rows = weight.shape[0] // n, cin * kernel * kernel
+        ho, wo = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+        out = _product_buffer(x, n, cout, ho * wo)
+        weight3, bias3 = weight.view(n, cout, rows), bias.view(n, cout, 1)
+        step = _chunk(n, rows * ho * wo * x.element_size())
+        cols = x.new_empty(step, rows, ho * wo)
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            torch.baddbmm(bias3[i:j], weight3[i:j], _im2col(x[i:j], kernel, stride, cols[: j - i]), out=out[i:j])
+        ctx.save_for_backward(x, weight)
+        ctx.kernel, ctx.stride = kernel, stride
+        return out.contiguous().view(n, cout, ho, wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        kernel, stride = ctx.kernel, ctx.stride
+        n, cin, h, w = x.shape
+        _, cout, ho, wo = grad.shape
+        rows, rows_t = cin * kernel * kernel, cout * kernel * kernel
+        grad = grad.contiguous()
+        grad3 = grad.view(n, cout, ho * wo)
+        weight3 = weight.view(n, cout, rows)
+        need_x, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # The input gradient of a stride-1 convolution is itself a convolution (of the zero-padded output gradient
+        # with the flipped, transposed kernels): one matrix product writing it whole. It costs (H*W)/(Ho*Wo) times
+        # the products of col2im, so small maps take col2im (patch gradients added back into a zeroed input).
+        transposed = stride == 1 and 4 * h * w <= 5 * ho * wo
+        grad_x = None
+        if need_x:
+            grad_x = x.new_empty(x.shape) if transposed else x.new_zeros(x.shape)
+        grad_weight = x.new_empty(n, cout, rows) if need_weight else None
+        grad_bias = grad3.sum(2).view(-1) if ctx.needs_input_grad[2] else None
+        per_network = rows * ho * wo * need_weight + (rows_t * h * w if transposed else rows * ho * wo) * need_x
+        step = _chunk(n, per_network * x.element_size())
+        cols = x.new_empty(step, rows, ho * wo) if need_weight else None
+        cols_x = None
+        if need_x:
+            cols_x = x.new_empty(step, rows_t, h * w) if transposed else _product_buffer(x, step, rows, ho * wo)
+        for i in range(0, n, step):
+            j = min(n, i + step)
+            if grad_weight is not None:
+                patches = _im2col(x[i:j], kernel, stride, cols[: j - i])
+                torch.bmm(grad3[i:j], patches.transpose(1, 2), out=grad_weight[i:j])
+            if grad_x is None:
+                continue
+            if transposed:
+                flipped = weight[i * cout : j * cout].view(j - i, cout, cin, kernel, kernel).flip(3, 4)
+                flipped = flipped.transpose(1, 2).reshape(j - i, cin, rows_t)
+                padded = F.pad(grad[i:j], (kernel - 1,) * 4)
+                patches_grad = _im2col(padded, kernel, 1, cols_x[: j - i])
+                torch.bmm(flipped, patches_grad, out=grad_x[i:j].view(j - i, cin, h * w))
+            else:
+                # col2im: each patch entry's gradient adds into the input pixel it was copied from.
+                patches_grad = torch.bmm(weight3[i:j].transpose(1, 2), grad3[i:j], out=cols_x[: j - i])
+                patches_grad = patches_grad.view(j - i, cin, kernel, kernel, ho, wo)
+                target = grad_x[i:j]
+                for dy in range(kernel):
+                    for dx in range(kernel):
+                        target[:, :, dy : dy + stride * (ho - 1) + 1 : stride,
+                               dx : dx + stride * (wo - 1) + 1 : stride] += patches_grad[:, :, dy, dx]
+        if grad_weight is not None:
+            grad_weight = grad_weight.view_as(weight)
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 class _Conv(nn.Module):
-    """``n`` independent convolutions as one grouped convolution. Edge padding replicates the border (DIP uses
-    reflection, which fails on the 1x1 maps that deep presets reach at CIFAR size)."""
+    """``n`` independent convolutions, ``(n, Cin, H, W)`` -> ``(n, Cout, Ho, Wo)``. Edge padding replicates the
+    border (DIP uses reflection, which fails on the 1x1 maps that deep presets reach at CIFAR size)."""
 
     def __init__(self, n: int, cin: int, cout: int, kernel: int, stride: int = 1) -> None:
         super().__init__()
@@ -70,13 +179,28 @@ class _Conv(nn.Module):
         pad = self.kernel // 2
         if pad:
             x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, groups=self.n)
+        n, _, h, w = x.shape
+        if n == 1 or x.device.type != "cpu":
+            out = F.conv2d(x.reshape(1, -1, h, w), self.weight, self.bias, stride=self.stride, groups=n)
+            return out.view(n, self.cout, *out.shape[-2:])
+        if self.kernel == 1 and self.stride == 1:
+            out = torch.baddbmm(self.bias.view(n, self.cout, 1), self.weight.view(n, self.cout, self.cin),
+                                x.reshape(n, self.cin, h * w))
+            return out.view(n, self.cout, h, w)
+        return _BatchedConv2d.apply(x, self.weight, self.bias, self.kernel, self.stride)
 
 
 class _Norm(nn.BatchNorm2d):
+    """Batch norm of ``n`` networks' ``(n, C, H, W)`` activations as one sample with ``n*C`` channels: statistics
+    per network and channel over that network's own image (parameters and buffers ``(n*C,)``)."""
+
     def __init__(self, n: int, channels: int) -> None:
         super().__init__(n * channels)
         self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return super().forward(x.reshape(1, n * c, h, w)).view(n, c, h, w)
 
 
 def _block(n: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequential:
@@ -101,7 +225,7 @@ class _Scale(nn.Module):
         if self.deeper is not None:
             deep = self.deeper(deep)
         deep = F.interpolate(deep, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        joined = deep if self.skip is None else _join(self.n, self.skip(x), deep)
+        joined = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
         return self.up(self.join_norm(joined))
 
 
@@ -128,9 +252,7 @@ class BatchedSkipNet(nn.Module):
         self.head = _Conv(n, config.channels[0], out_channels, 1)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = noise.shape
-        out = self.head(self.body(noise.reshape(1, n * c, h, w)))
-        return torch.sigmoid(out).view(n, -1, h, w)
+        return torch.sigmoid(self.head(self.body(noise)))
 
     @torch.no_grad()
     def reset_parameters(self, generators: Sequence[torch.Generator]) -> None:
@@ -161,6 +283,35 @@ class BatchedSkipNet(nn.Module):
         return state
 
 
+#: On CPU, ``dip_trace`` fits its networks in groups whose every parameter tensor stays under this size, a little
+#: below glibc's 32 MiB ceiling above which every allocation is a fresh ``mmap``: first touching those pages (the
+#: gradients, once per iteration) costs several times the arithmetic done on them. Groups change nothing but speed.
+_CPU_TENSOR_BYTES = 30 << 20
+
+
+def _groups(n: int, config: SkipNetConfig, out_channels: int, device: torch.device) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` ranges of the ``n`` networks that ``dip_trace`` fits together, as even as
+    possible: one range off CPU, else ranges whose largest parameter tensor fits ``_CPU_TENSOR_BYTES``."""
+    size = n
+    if device.type == "cpu":
+        largest = max(p.numel() * p.element_size() for p in BatchedSkipNet(1, config, out_channels).parameters())
+        size = max(1, _CPU_TENSOR_BYTES // largest)
+    count = -(-n // size)
+    bounds = [round(i * n / count) for i in range(count + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
+    """Adam, fused on CPU where this torch has it (2.4+): the default CPU implementation makes many passes over
+    every parameter tensor, which costs more than the networks' own products at large ``n``."""
+    if device.type == "cpu":
+        try:
+            return torch.optim.Adam(parameters, lr=lr, fused=True)
+        except RuntimeError:
+            pass
+    return torch.optim.Adam(parameters, lr=lr)
+
+
 def dip_trace(
     images: torch.Tensor,
     config: SkipNetConfig,
@@ -173,27 +324,36 @@ def dip_trace(
 ) -> None:
     """Fit one DIP network per image to ``images`` (``(n, C, H, W)`` in ``[0, 1]``) with Adam on the MSE.
 
-    Network ``i`` and its noise input ``U(0, noise_scale)`` come from ``generators[i]`` alone. After the forward
-    pass of every iteration ``t`` (1-based), ``on_iteration(t, outputs, mse)`` receives the detached outputs
-    ``(n, C, H, W)`` (the trace's ``t``-th image, made by the parameters after ``t - 1`` updates) and the
-    per-image MSE ``(n,)``. Runs with gradients enabled whatever the caller's mode.
+    Network ``i`` and its noise input ``U(0, noise_scale)`` come from ``generators[i]`` alone. Every iteration ``t``
+    (1-based), ``on_iteration(t, outputs, mse)`` receives the detached outputs ``(n, C, H, W)`` of its forward pass
+    (the trace's ``t``-th image, made by the parameters after ``t - 1`` updates) and the per-image MSE ``(n,)``.
+    On CPU the networks are fitted in groups (see ``_CPU_TENSOR_BYTES``). Runs with gradients enabled whatever the
+    caller's mode.
     """
     n, c, h, w = images.shape
     device = images.device
+    target = images.detach()
     with torch.enable_grad():
-        net = BatchedSkipNet(n, config, out_channels=c)
-        net.reset_parameters(generators)
-        net = net.to(device).train()
-        noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g) * noise_scale for g in generators])
-        noise = noise.to(device).requires_grad_(optimise_input)
-        parameters = [*net.parameters(), *([noise] if optimise_input else [])]
-        optimiser = torch.optim.Adam(parameters, lr=lr)
-        target = images.detach()
+        groups = []
+        for start, stop in _groups(n, config, c, device):
+            net = BatchedSkipNet(stop - start, config, out_channels=c)
+            net.reset_parameters(generators[start:stop])
+            net = net.to(device).train()
+            noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g) * noise_scale
+                                 for g in generators[start:stop]])
+            noise = noise.to(device).requires_grad_(optimise_input)
+            optimiser = _adam([*net.parameters(), *([noise] if optimise_input else [])], lr, device)
+            groups.append((net, noise, optimiser, target[start:stop]))
         for t in range(1, iterations + 1):
-            outputs = net(noise)
-            mse = ((outputs - target) ** 2).mean(dim=(1, 2, 3))
+            outputs, mses = [], []
+            for net, noise, optimiser, group_target in groups:
+                out = net(noise)
+                mse = ((out - group_target) ** 2).mean(dim=(1, 2, 3))
+                mse.sum().backward()  # the sum gives each network exactly its own image's gradient
+                optimiser.step()
+                # Freed now, the gradients' memory is what the next group's gradients are allocated in.
+                optimiser.zero_grad(set_to_none=True)
+                outputs.append(out.detach())
+                mses.append(mse.detach())
             if on_iteration is not None:
-                on_iteration(t, outputs.detach(), mse.detach())
-            optimiser.zero_grad(set_to_none=True)
-            mse.sum().backward()  # the sum gives each network exactly its own image's gradient
-            optimiser.step()
+                on_iteration(t, torch.cat(outputs), torch.cat(mses))
