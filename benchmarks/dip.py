@@ -12,13 +12,12 @@ call. Run alone on the machine: other load distorts the comparison.
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
 
 from art_purifiers.data import load_sample
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
-from art_purifiers.evaluation.benchmark import machine, peak_memory_bytes, time_purifier
+from art_purifiers.evaluation.benchmark import peak_memory_bytes, report, time_purifier
 from art_purifiers.models import load_victim
 
 
@@ -55,14 +54,11 @@ def main() -> None:
         "defence": args.defence, "network": network,
         "iterations": args.iterations, "batch_1": one.to_dict(), "batched": batched.to_dict(),
         "speedup": one.seconds_per_image / batched.seconds_per_image,
-        "peak_memory_bytes": peak_memory_bytes(device), "machine": machine(),
+        "peak_memory_bytes": peak_memory_bytes(device),
     }
-    print(f"{args.defence} ({result['network']}, {args.iterations} iterations) on {device}, {one.threads} threads: "
-          f"{one.seconds_per_image:.3f} s/image at batch 1, {batched.seconds_per_image:.3f} s/image at batch "
-          f"{args.batch}: {result['speedup']:.2f}x")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
+    report(f"{args.defence} ({result['network']}, {args.iterations} iterations) on {device}, {one.threads} threads: "
+           f"{one.seconds_per_image:.3f} s/image at batch 1, {batched.seconds_per_image:.3f} s/image at batch "
+           f"{args.batch}: {result['speedup']:.2f}x", result, args.json)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import sys
@@ -83,6 +84,14 @@ def peak_memory_bytes(device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes.
+
+
+def report(summary: str, result: dict, path: str | None = None) -> None:
+    """Print ``summary``; with ``path``, also write ``result`` (with :func:`machine` added) there as JSON."""
+    print(summary)
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump({**result, "machine": machine()}, handle, indent=2)
 
 
 def machine() -> dict:
