@@ -45,6 +45,16 @@ def test_any_image_size(size):
     assert out.shape == (2, 3, *size)
 
 
+def test_shipped_weights_load_offline_and_purify():
+    """``IRADPreprocessor()`` loads the shipped CIFAR-10 weights (sha256 checked) and keeps images close to
+    themselves: a trained reconstruction, not noise."""
+    defence = IRADPreprocessor(device_type="cpu")
+    assert defence.config["provenance"]["images"] == 8068  # trained on the 8068 training images only
+    x = np.kron(np.random.default_rng(0).uniform(size=(2, 3, 4, 4)), np.ones((1, 1, 8, 8))).astype(np.float32)
+    out, _ = defence(x)
+    assert out.shape == x.shape and np.abs(out - x).mean() < 0.1
+
+
 def test_weights_validation(tmp_path):
     with pytest.raises(ValueError, match="No IRAD weights"):
         IRADPreprocessor(tmp_path / "missing.safetensors")

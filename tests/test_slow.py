@@ -4,6 +4,8 @@ the bundled ResNet-20."""
 from __future__ import annotations
 
 import json
+import runpy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from art_purifiers.evaluation import AttackSpec, evaluate
 from art_purifiers.models import load_victim
 
 pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_default_evaluate_command(tmp_path):
@@ -44,3 +48,10 @@ def test_eot_on_random_resampling():
     table = evaluate(load_victim(), defences, x, y, threats=("eot",), attack=AttackSpec("pgd", steps=10),
                      eot_draws=4)
     assert table.rows[0].ra is not None and table.rows[0].ra < table.rows[0].sa - 10  # EOT-PGD breaks it
+
+
+@pytest.mark.parametrize("name", ["resampling", "irad"])
+def test_example_runs(name, capsys):
+    """The example scripts run to the end and print their accuracies."""
+    runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    assert "PGD-20 Linf 8/255" in capsys.readouterr().out
