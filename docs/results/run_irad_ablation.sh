@@ -4,9 +4,9 @@
 # compared), under oblivious AutoAttack (L-inf 8/255) on CIFAR-10 test images 0..499 with the bundled ResNet-20.
 # The Gaussian and clean-to-clean weights come from
 #   art-purifiers train irad --preset small --task gaussian --stage2-iterations 0 --data-root ../shared/data/cifar10 \
-#     --out runs/irad-small-gaussian --export art_purifiers/weights/irad_cifar10_gaussian.safetensors
+#     --out runs/irad-small-gaussian --export runs/irad-small-gaussian/irad_cifar10_gaussian.safetensors
 #   art-purifiers train irad --preset small --task clean --stage2-iterations 0 --data-root ../shared/data/cifar10 \
-#     --out runs/irad-small-clean --export art_purifiers/weights/irad_cifar10_clean.safetensors
+#     --out runs/irad-small-clean --export runs/irad-small-clean/irad_cifar10_clean.safetensors
 set -euo pipefail
 art-purifiers evaluate --data-root ../shared/data/cifar10 --n 500 --seed 0 \
   --threat clean oblivious --attack autoattack --norm inf --eps 8/255 \
