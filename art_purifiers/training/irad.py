@@ -85,10 +85,9 @@ class IRADTrainingConfig:
                 "samplenet_hidden": list(self.samplenet_hidden), "max_shift": self.max_shift}
 
 
-#: ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU. ``small``: a CPU preset
-#: meant to fit, pairs included, in about 90 minutes on 2 cores (its schedule still has to be confirmed by a
-#: measured run; one stage-1 iteration took 1.5 s and one stage-2 iteration of 128 images 11 s on a loaded
-#: 2-core machine).
+#: ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU. ``small``: a CPU preset;
+#: the shipped ``irad_cifar10`` weights took 69 minutes of CPU time on one thread (pairs 6, stage 1 50, stage 2 52
+#: minutes of wall time with other jobs sharing the 2 cores; docs/defences/irad.md).
 PRESETS = {
     "paper": IRADTrainingConfig(),
     "small": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128), pgd_steps=10,
