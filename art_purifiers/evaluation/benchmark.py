@@ -49,23 +49,28 @@ def time_purifier(defence: PurifierPreprocessor, x: torch.Tensor, batch_size: in
     """Time ``defence`` on ``x`` (``(N, C, H, W)`` in ``[0, 1]``, already on the device to measure), in calls of
     ``batch_size`` images (``N`` a multiple of it), without gradients; the best of ``repeats`` passes over ``x``.
 
-    The defence's own chunking is set to ``batch_size`` for the measurement, so one call purifies one batch.
+    The defence's own chunking is set to ``batch_size`` for the measurement (so one call purifies one batch) and
+    restored afterwards.
     """
     if len(x) % batch_size:
         raise ValueError(f"The number of images ({len(x)}) must be a multiple of batch_size ({batch_size}).")
+    chunking = defence.batch_size
     defence.set_params(batch_size=batch_size)
     batches = torch.split(x, batch_size)
     best = float("inf")
-    with torch.no_grad():
-        if warmup:
-            defence.forward(batches[0])
-        for _ in range(repeats):
-            _synchronise(x.device)
-            start = time.perf_counter()
-            for batch in batches:
-                defence.forward(batch)
-            _synchronise(x.device)
-            best = min(best, time.perf_counter() - start)
+    try:
+        with torch.no_grad():
+            if warmup:
+                defence.forward(batches[0])
+            for _ in range(repeats):
+                _synchronise(x.device)
+                start = time.perf_counter()
+                for batch in batches:
+                    defence.forward(batch)
+                _synchronise(x.device)
+                best = min(best, time.perf_counter() - start)
+    finally:
+        defence.set_params(batch_size=chunking)
     return Timing(str(x.device), batch_size, len(x), repeats, best, torch.get_num_threads())
 
 
