@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from defences_under_contract import TINY_DIP, dip_victim, tiny_dip, tiny_dipdefend
 
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor, HoltTurningPoint
+from art_purifiers.nn.dip import dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
 
 
@@ -44,6 +46,34 @@ def test_dip_uses_the_victims_decisions_and_stays_in_range():
     out = tiny_dip(device_type="cpu", seed=0).forward(x)[0]
     assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
     assert len(tiny_dip().snapshot_iterations()) == 3
+
+
+def test_a_longer_trace_serves_a_shorter_setting():
+    # The sensitivity study fits one trace to the longest setting and reconstructs every shorter one from it.
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    seeds = [7, 8]
+    short = tiny_dip(device_type="cpu")
+    long = DIPPreprocessor(short.classifier, TINY_DIP, iterations=10, snapshots=5, warmup=0, device_type="cpu")
+    wanted = np.union1d(short.snapshot_iterations(), long.snapshot_iterations()).astype(int)
+    snaps = dip_snapshots(x, TINY_DIP, wanted, short._generators(seeds), short.lr, short.noise_scale)
+    assert snaps.shape == (len(wanted), 2, 3, 16, 16)
+    mine = np.isin(wanted, short.snapshot_iterations())
+    with torch.no_grad():
+        expected = short.purify_with_seeds(x, seeds)
+        torch.testing.assert_close(short.reconstruct(x, snaps[torch.from_numpy(mine)], wanted[mine]), expected,
+                                   atol=0, rtol=0)
+
+
+def test_dip_snapshots_are_the_trace_images():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16)
+    trace = []
+    dip_trace(x, TINY_DIP, 4, [torch.Generator().manual_seed(1)], on_iteration=lambda t, out, _: trace.append(out))
+    snaps = dip_snapshots(x, TINY_DIP, [2, 4], [torch.Generator().manual_seed(1)])
+    torch.testing.assert_close(snaps, torch.stack([trace[1], trace[3]]), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="increasing"):
+        dip_snapshots(x, TINY_DIP, [4, 2], [torch.Generator().manual_seed(1)])
 
 
 def test_dip_accepts_an_art_classifier():

@@ -321,3 +321,17 @@ def test_autoattack_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_
     resumed = attack(tmp_path / "aa.npz")
     np.testing.assert_array_equal(resumed.generate(images, labels), uninterrupted)
     assert resumed.resumed_seconds == spent  # the interrupted part's time is carried into the total
+
+
+def test_perturbation_size_and_budget():
+    from art_purifiers.evaluation.norms import perturbation_size, within_budget
+
+    x = np.zeros((3, 1, 2, 2), dtype=np.float32)
+    x_adv = x.copy()
+    x_adv[0, 0, 0, 0] = 0.5
+    x_adv[1] = 0.3
+    x_adv[2, 0, 1, 1] = -0.1
+    np.testing.assert_allclose(perturbation_size(x_adv - x, np.inf), [0.5, 0.3, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(perturbation_size(x_adv - x, "2"), [0.5, 0.6, 0.1], rtol=1e-6)
+    assert within_budget(x, x_adv, "inf", 0.3).tolist() == [False, True, True]
+    assert within_budget(x, x_adv, 2, 0.5).tolist() == [True, False, True]

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, dip_trace
+from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
 
 #: DIPDefend's CIFAR network: a 3-scale hourglass without skip connections, noise input of depth 1.
@@ -123,17 +123,21 @@ class DIPPreprocessor(_DIPDefence):
         return np.unique(np.linspace(self.iterations / self.snapshots, self.iterations, self.snapshots).round())
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        taken = set(self.snapshot_iterations().astype(int).tolist())
-        trace: list[torch.Tensor] = []
-        dip_trace(x, self.network_config, self.iterations, self._generators(seeds), self.lr, self.noise_scale,
-                  on_iteration=lambda t, out, _: trace.append(out) if t in taken else None)
-        snaps = torch.stack(trace)  # (S, n, C, H, W)
-        iterations = torch.as_tensor(sorted(taken))
+        iterations = self.snapshot_iterations().astype(int)
+        return self.reconstruct(x, dip_snapshots(x, self.network_config, iterations, self._generators(seeds),
+                                                 self.lr, self.noise_scale), iterations)
+
+    def reconstruct(self, x: torch.Tensor, snaps: torch.Tensor, iterations: np.ndarray) -> torch.Tensor:
+        """The defence's output from its trace: ``snaps`` ``(S, n, C, H, W)`` are the trace images of the inputs
+        ``x`` ``(n, C, H, W)`` at ``iterations`` (:meth:`snapshot_iterations`). A trace fitted once to the largest
+        ``iterations`` serves every smaller setting (the fit does not depend on its length), which is how the
+        sensitivity study in ``docs/results/dip_sensitivity.py`` compares settings."""
         s, n = snaps.shape[:2]
         probs = self._probabilities(snaps.flatten(0, 1)).view(s, n, -1)
         labels = probs.argmax(-1)
         input_labels = self._probabilities(x).argmax(-1)
         quality = ssim(snaps.flatten(0, 1), x.repeat(s, 1, 1, 1)).view(s, n)
+        iterations = torch.as_tensor(np.asarray(iterations))
         return torch.stack([self._reconstruct(x[i], snaps[:, i], probs[:, i], labels[:, i], quality[:, i],
                                               iterations, int(input_labels[i])) for i in range(n)])
 

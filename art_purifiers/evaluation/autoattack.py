@@ -24,6 +24,7 @@ import torch
 from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 
 from art_purifiers.evaluation.fab import FABTargeted
+from art_purifiers.evaluation.norms import within_budget
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +107,8 @@ class StandardAutoAttack:
         )
 
     def _is_broken(self, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray) -> np.ndarray:
-        delta = (x_adv - x).reshape(len(x), -1)
-        size = np.abs(delta).max(1) if self.norm == np.inf else np.linalg.norm(delta, axis=1)
         predicted = self.estimator.predict(x_adv, batch_size=self.batch_size).argmax(1)
-        return (predicted != y) & (size <= self.eps * (1 + 1e-4))
+        return (predicted != y) & within_budget(x, x_adv, self.norm, self.eps)
 
     def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Adversarial examples for ``x`` (float32 NCHW) with integer labels ``y``; robust points keep ``x``."""

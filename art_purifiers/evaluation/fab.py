@@ -17,6 +17,7 @@ import numpy as np
 from art.estimators.classification import PyTorchClassifier
 
 from art_purifiers.evaluation.losses import LogitContrast, with_loss
+from art_purifiers.evaluation.norms import perturbation_size
 
 _BISECTION_STEPS = 40
 
@@ -107,10 +108,6 @@ class FABTargeted:
         self.alpha_max = alpha_max
         self.batch_size = batch_size
 
-    def _size(self, delta: np.ndarray) -> np.ndarray:
-        flat = delta.reshape(len(delta), -1)
-        return np.abs(flat).max(1) if self.norm == np.inf else np.linalg.norm(flat, axis=1)
-
     def _margin_and_gradient(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = self.estimator.predict(x, batch_size=self.batch_size)
         rows = np.arange(len(x))
@@ -142,14 +139,14 @@ class FABTargeted:
             b = margin - (w * current).sum(1)
             to_current = project_to_hyperplane(current, w, b, self.norm, low, high)
             to_origin = project_to_hyperplane(origin, w, b, self.norm, low, high)
-            n_cur, n_orig = self._size(to_current), self._size(to_origin)
+            n_cur, n_orig = perturbation_size(to_current, self.norm), perturbation_size(to_origin, self.norm)
             alpha = np.minimum(n_cur / np.maximum(n_cur + n_orig, 1e-12), self.alpha_max)[:, None]
             current = np.clip(
                 (1 - alpha) * (current + self.eta * to_current) + alpha * (origin + self.eta * to_origin), low, high
             ).astype(np.float32)
             predicted = self.estimator.predict(current.reshape(shape), batch_size=self.batch_size).argmax(1)
             adversarial = predicted == targets
-            size = self._size(current - origin)
+            size = perturbation_size(current - origin, self.norm)
             improved = adversarial & (size < best_size)
             best[improved], best_size[improved] = current[improved], size[improved]
             # Once adversarial, step back towards the original input to shrink the perturbation.

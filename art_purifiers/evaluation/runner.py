@@ -38,6 +38,7 @@ from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.evaluation.attacks import AttackSpec
 from art_purifiers.evaluation.decision import BudgetedHopSkipJump
 from art_purifiers.evaluation.eot import EOTClassifier
+from art_purifiers.evaluation.norms import within_budget
 from art_purifiers.evaluation.report import ResultRow, ResultTable
 
 logger = logging.getLogger(__name__)
@@ -276,9 +277,8 @@ def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     key = ("decision-v2", spec.norm, run.queries, repr(defence), defence.randomized and run.eot_draws)
     x_adv, seconds = run.crafted(key, lambda _: hsj)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
-    delta = (x_adv - run.x).reshape(len(run.x), -1)
-    size = np.abs(delta).max(1) if spec.norm == "inf" else np.linalg.norm(delta, axis=1)
-    x_adv = np.where((size <= spec.eps * (1 + 1e-4))[:, None, None, None], x_adv, run.x).astype(np.float32)
+    kept = within_budget(run.x, x_adv, spec.norm, spec.eps)
+    x_adv = np.where(kept[:, None, None, None], x_adv, run.x).astype(np.float32)
     eps = spec.label().split(" ", 1)[1]
     note = f"on EOT classifier ({run.eot_draws} draws)" if defence.randomized else ""
     params = {**hsj.params, "norm": spec.norm, "eps": spec.eps}

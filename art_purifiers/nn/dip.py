@@ -357,3 +357,22 @@ def dip_trace(
                 mses.append(mse.detach())
             if on_iteration is not None:
                 on_iteration(t, torch.cat(outputs), torch.cat(mses))
+
+
+def dip_snapshots(
+    images: torch.Tensor,
+    config: SkipNetConfig,
+    iterations: Sequence[int],
+    generators: Sequence[torch.Generator],
+    lr: float = 0.01,
+    noise_scale: float = 0.1,
+) -> torch.Tensor:
+    """The trace images of :func:`dip_trace` at the given ``iterations`` (1-based, increasing), as
+    ``(len(iterations), n, C, H, W)``; the fit runs to the last of them."""
+    wanted = [int(t) for t in iterations]
+    if not wanted or wanted[0] < 1 or any(b <= a for a, b in zip(wanted, wanted[1:], strict=False)):
+        raise ValueError("iterations must be increasing integers >= 1.")
+    taken, kept = set(wanted), []
+    dip_trace(images, config, wanted[-1], generators, lr, noise_scale,
+              on_iteration=lambda t, out, _: kept.append(out) if t in taken else None)
+    return torch.stack(kept)
