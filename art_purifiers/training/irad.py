@@ -180,11 +180,9 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
         inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
         return descend(optimizer, F.l1_loss(model(inputs, size=clean.shape[-2:]), clean))
 
-    stage1_began = time.perf_counter()
-    report["stage1_log"] = run_iterations(
+    report["stage1_log"], report["stage1_seconds"] = run_iterations(
         "stage 1 (implicit representation)", stage1_step, {"representation": representation}, optimizer,
         config.stage1_iterations, Checkpoint(out_dir / "stage1.pt"), config.checkpoint_every, distributed)
-    report["stage1_seconds"] = time.perf_counter() - stage1_began
     representation.eval().requires_grad_(False)
 
     samplenet = None
@@ -203,13 +201,13 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
             both = irad(torch.cat([clean, paired]))
             return descend(optimizer, F.cross_entropy(source(both), torch.cat([labels, labels])))
 
-        stage2_began = time.perf_counter()
-        report["stage2_log"] = run_iterations(
+        report["stage2_log"], report["stage2_seconds"] = run_iterations(
             "stage 2 (SampleNet)", stage2_step, {"samplenet": samplenet}, optimizer, config.stage2_iterations,
             Checkpoint(out_dir / "stage2.pt"), config.checkpoint_every, distributed)
-        report["stage2_seconds"] = time.perf_counter() - stage2_began
         samplenet.eval().requires_grad_(False)
-    report["seconds"] = time.perf_counter() - began
+    # Stage times include the time before any resume; the pairs' time is that of this run (crafting, or reading
+    # them from the cache).
+    report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
     return representation.cpu(), None if samplenet is None else samplenet.cpu(), report
 
 

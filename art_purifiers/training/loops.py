@@ -160,29 +160,36 @@ class Checkpoint:
 
 def run_iterations(name: str, step: Callable[[int], float], modules: dict[str, nn.Module],
                    optimizer: torch.optim.Optimizer, iterations: int, checkpoint: Checkpoint, every: int,
-                   distributed: Distributed, log_every: int = 50) -> list[tuple[int, float]]:
+                   distributed: Distributed, log_every: int = 50) -> tuple[list[tuple[int, float]], float]:
     """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from ``checkpoint``.
 
-    The checkpoint holds the modules' and optimizer's states, the iteration and the loss log; it is written every
-    ``every`` iterations and at the end (by rank 0). Returns the loss log ``[(iteration, mean loss)]``.
+    The checkpoint holds the modules' and optimizer's states, the iteration, the loss log and the seconds spent
+    so far; it is written every ``every`` iterations and at the end (by rank 0). Returns the loss log
+    ``[(iteration, mean loss)]`` and the stage's wall time in seconds, including the time before any resume
+    (up to the checkpoint it resumed from; checkpoints without it count from the resume).
     """
     state = checkpoint.load()
-    start, log = 0, []
+    start, log, before = 0, [], 0.0
     if state is not None:
         for key, module in modules.items():
             module.load_state_dict(state["modules"][key])
         optimizer.load_state_dict(state["optimizer"])
         start, log = int(state["iteration"]), [tuple(item) for item in state["log"].tolist()]
+        before = float(state.get("seconds", 0.0))
         logger.info("%s: resumed at iteration %d", name, start)
+    began = time.perf_counter()
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - began
 
     def save(iteration: int) -> None:
         if distributed.is_main:
             checkpoint.save({"modules": {k: m.state_dict() for k, m in modules.items()},
                              "optimizer": optimizer.state_dict(), "iteration": iteration,
-                             "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64)})
+                             "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
+                             "seconds": elapsed()})
 
     losses: list[float] = []
-    began = time.perf_counter()
     progress = tqdm(range(start, iterations), desc=name, initial=start, total=iterations,
                     disable=None if distributed.is_main else True)
     for i in progress:
@@ -190,8 +197,8 @@ def run_iterations(name: str, step: Callable[[int], float], modules: dict[str, n
         if (i + 1) % log_every == 0 or i + 1 == iterations:
             log.append((i + 1, float(np.mean(losses))))
             progress.set_postfix(loss=f"{log[-1][1]:.4f}")
-            logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], time.perf_counter() - began)
+            logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], elapsed())
             losses = []
         if (i + 1) % every == 0 or i + 1 == iterations:
             save(i + 1)
-    return log
+    return log, elapsed()
