@@ -5,8 +5,16 @@ Each defence is a :class:`~art_purifiers.base.PurifierPreprocessor`, ready for
 """
 
 from art_purifiers.base import GRADIENT_MODES, PurifierPreprocessor
-from art_purifiers.defences import IRADPreprocessor, ResamplingPreprocessor
+from art_purifiers.defences import DIPDefendPreprocessor, DIPPreprocessor, IRADPreprocessor, ResamplingPreprocessor
 
 __version__ = "0.1.0"
 
-__all__ = ["GRADIENT_MODES", "IRADPreprocessor", "PurifierPreprocessor", "ResamplingPreprocessor", "__version__"]
+__all__ = [
+    "GRADIENT_MODES",
+    "DIPDefendPreprocessor",
+    "DIPPreprocessor",
+    "IRADPreprocessor",
+    "PurifierPreprocessor",
+    "ResamplingPreprocessor",
+    "__version__",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,9 @@ def test_eot_on_random_resampling():
     assert table.rows[0].ra is not None and table.rows[0].ra < table.rows[0].sa - 10  # EOT-PGD breaks it
 
 
-@pytest.mark.parametrize("name", ["resampling", "irad"])
-def test_example_runs(name, capsys):
-    """The example scripts run to the end and print their accuracies."""
+@pytest.mark.parametrize("name", ["resampling", "irad", "dip"])
+def test_example_runs(name, capsys, monkeypatch):
+    """The example scripts run to the end (with their default arguments) and print their accuracies."""
+    monkeypatch.setattr(sys, "argv", [f"{name}.py"])
     runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
     assert "PGD-20 Linf 8/255" in capsys.readouterr().out
