@@ -134,7 +134,7 @@ class DIPPreprocessor(_DIPDefence):
         """The defence's output from its trace: ``snaps`` ``(S, n, C, H, W)`` are the trace images of the inputs
         ``x`` ``(n, C, H, W)`` at ``iterations`` (:meth:`snapshot_iterations`). A trace fitted once to the largest
         ``iterations`` serves every smaller setting (the fit does not depend on its length), which is how the
-        sensitivity study in ``docs/results/dip_sensitivity.py`` compares settings."""
+        sensitivity study in ``benchmarks/dip_sensitivity.py`` compares settings."""
         s, n = snaps.shape[:2]
         probs = self._probabilities(snaps.flatten(0, 1)).view(s, n, -1)
         labels = probs.argmax(-1)
