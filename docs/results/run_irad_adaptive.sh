@@ -9,7 +9,7 @@ set -euo pipefail
 for i in 0 1 2 3 4; do
   art-purifiers evaluate --data-root ../shared/data/cifar10 --n 500 --seed 0 --shard "$i/5" \
     --threat clean bpda adaptive --attack autoattack --norm inf --eps 8/255 \
-    --defence irad --quiet --json "docs/results/irad_adaptive_shard$i.json"
+    --defence irad --quiet --json "docs/results/irad_shards/irad_adaptive_shard$i.json"
 done
-art-purifiers merge docs/results/irad_adaptive_shard{0,1,2,3,4}.json \
+art-purifiers merge docs/results/irad_shards/irad_adaptive_shard{0,1,2,3,4}.json \
   --format markdown --output docs/results/irad_adaptive.md --json docs/results/irad_adaptive.json
