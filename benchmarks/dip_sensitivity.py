@@ -33,7 +33,6 @@ from art_purifiers.evaluation.attacks import AttackSpec, parse_eps
 from art_purifiers.evaluation.benchmark import machine
 from art_purifiers.evaluation.runner import art_classifier
 from art_purifiers.models import load_victim
-from art_purifiers.nn.dip import dip_snapshots
 
 
 def predict(victim: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
@@ -51,13 +50,12 @@ def fit_traces(victim: torch.nn.Module, network: str, wanted: np.ndarray, inputs
         have = saved["iterations"].numpy()
         if np.isin(wanted, have).all() and torch.equal(saved["inputs"], inputs):
             return saved["snaps"][torch.from_numpy(np.isin(have, wanted))], float(saved["seconds"])
-    reference = DIPPreprocessor(victim, network=network, iterations=int(wanted[-1]), snapshots=2, warmup=0)
+    defence = DIPPreprocessor(victim, network=network, iterations=int(wanted[-1]))
     generator = torch.Generator().manual_seed(seed)
     seeds = torch.randint(0, 2**62, (len(inputs),), generator=generator).tolist()
     start = time.perf_counter()
-    snaps = torch.cat([dip_snapshots(inputs[lo : lo + chunk], reference.network_config, wanted,
-                                     reference._generators(seeds[lo : lo + chunk]), reference.lr,
-                                     reference.noise_scale) for lo in range(0, len(inputs), chunk)], dim=1)
+    snaps = torch.cat([defence.trace(inputs[lo : lo + chunk], seeds[lo : lo + chunk], wanted)
+                       for lo in range(0, len(inputs), chunk)], dim=1)
     seconds = time.perf_counter() - start
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

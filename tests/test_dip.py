@@ -56,7 +56,7 @@ def test_a_longer_trace_serves_a_shorter_setting():
     short = tiny_dip(device_type="cpu")
     long = DIPPreprocessor(short.classifier, TINY_DIP, iterations=10, snapshots=5, warmup=0, device_type="cpu")
     wanted = np.union1d(short.snapshot_iterations(), long.snapshot_iterations()).astype(int)
-    snaps = dip_snapshots(x, TINY_DIP, wanted, short._generators(seeds), short.lr, short.noise_scale)
+    snaps = long.trace(x, seeds, wanted)
     assert snaps.shape == (len(wanted), 2, 3, 16, 16)
     mine = np.isin(wanted, short.snapshot_iterations())
     with torch.no_grad():

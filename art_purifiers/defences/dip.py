@@ -127,8 +127,13 @@ class DIPPreprocessor(_DIPDefence):
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         iterations = self.snapshot_iterations().astype(int)
-        return self.reconstruct(x, dip_snapshots(x, self.network_config, iterations, self._generators(seeds),
-                                                 self.lr, self.noise_scale), iterations)
+        return self.reconstruct(x, self.trace(x, seeds, iterations), iterations)
+
+    def trace(self, x: torch.Tensor, seeds: list[int], iterations: np.ndarray) -> torch.Tensor:
+        """Trace images ``(len(iterations), n, C, H, W)`` of the inputs ``x`` ``(n, C, H, W)`` at ``iterations``
+        (1-based, increasing), image ``i``'s network and noise drawn from ``seeds[i]``: the fit of
+        :meth:`purify_with_seeds`, at any iterations (the input of :meth:`reconstruct`)."""
+        return dip_snapshots(x, self.network_config, iterations, self._generators(seeds), self.lr, self.noise_scale)
 
     def reconstruct(self, x: torch.Tensor, snaps: torch.Tensor, iterations: np.ndarray) -> torch.Tensor:
         """The defence's output from its trace: ``snaps`` ``(S, n, C, H, W)`` are the trace images of the inputs
