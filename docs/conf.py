@@ -31,7 +31,7 @@ root_doc = "index"
 # docs/results/ holds the scripts behind results.md and the tables they write (``--output``). The tables
 # are fragments for results.md (``{include}`` works on excluded files), not pages of their own; without
 # this exclusion Sphinx warns that they are in no toctree.
-exclude_patterns = ["_build", "results/*.sh", "results/*.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "results/*.sh", "results/*.md", "results/*/*.md", "Thumbs.db", ".DS_Store"]
 
 # MyST: heading anchors let pages link to sections, e.g. ``evaluating.md#command-line``.
 myst_enable_extensions = ["colon_fence", "deflist"]

@@ -12,11 +12,12 @@ from art_purifiers.nn.dip import dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.05], ids=["fixed-input", "jittered-input"])
 @pytest.mark.parametrize("factory", [tiny_dip, tiny_dipdefend], ids=["dip", "dipdefend"])
-def test_batched_equals_one_at_a_time(factory):
+def test_batched_equals_one_at_a_time(factory, jitter):
     torch.manual_seed(0)
     x = torch.rand(3, 3, 16, 16)
-    defence = factory(device_type="cpu")
+    defence = factory(device_type="cpu", input_jitter=jitter)
     seeds = [3, 4, 5]
     with torch.no_grad():
         together = defence.purify_with_seeds(x, seeds)
@@ -65,6 +66,17 @@ def test_a_longer_trace_serves_a_shorter_setting():
                                    atol=0, rtol=0)
 
 
+def test_input_jitter_changes_the_trace_and_is_seeded():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16)
+
+    def snaps(jitter: float) -> torch.Tensor:
+        return dip_snapshots(x, TINY_DIP, [3], [torch.Generator().manual_seed(1)], input_jitter=jitter)
+
+    torch.testing.assert_close(snaps(0.05), snaps(0.05), atol=0, rtol=0)
+    assert float((snaps(0.05) - snaps(0.0)).abs().max()) > 1e-3
+
+
 def test_dip_snapshots_are_the_trace_images():
     torch.manual_seed(0)
     x = torch.rand(1, 3, 16, 16)
@@ -88,7 +100,8 @@ def test_dip_accepts_an_art_classifier():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"network": "huge"}, "network"), ({"iterations": 1}, "iterations"), ({"snapshots": 5000}, "snapshots"),
-     ({"keep": 0}, "keep"), ({"warmup": 5000}, "warmup"), ({"gradient": "exact"}, "not differentiable")],
+     ({"keep": 0}, "keep"), ({"warmup": 5000}, "warmup"), ({"gradient": "exact"}, "not differentiable"),
+     ({"input_jitter": -0.1}, "input_jitter")],
 )
 def test_invalid_dip_parameters(kwargs, message):
     with pytest.raises(ValueError, match=message):

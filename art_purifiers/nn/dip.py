@@ -321,12 +321,16 @@ def dip_trace(
     noise_scale: float = 0.1,
     optimise_input: bool = False,
     on_iteration=None,
+    input_jitter: float = 0.0,
 ) -> None:
     """Fit one DIP network per image to ``images`` (``(n, C, H, W)`` in ``[0, 1]``) with Adam on the MSE.
 
-    Network ``i`` and its noise input ``U(0, noise_scale)`` come from ``generators[i]`` alone. Every iteration ``t``
-    (1-based), ``on_iteration(t, outputs, mse)`` receives the detached outputs ``(n, C, H, W)`` of its forward pass
-    (the trace's ``t``-th image, made by the parameters after ``t - 1`` updates) and the per-image MSE ``(n,)``.
+    Network ``i`` and its noise input ``U(0, noise_scale)`` come from ``generators[i]`` alone, and so does, with
+    ``input_jitter > 0``, the Gaussian perturbation of standard deviation ``input_jitter`` added to its noise input
+    afresh every iteration (DIP's ``reg_noise_std``: a network that must map nearby inputs to the same image fits
+    noise later). Every iteration ``t`` (1-based), ``on_iteration(t, outputs, mse)`` receives the detached outputs
+    ``(n, C, H, W)`` of its forward pass (the trace's ``t``-th image, made by the parameters after ``t - 1``
+    updates) and the per-image MSE ``(n,)``.
     On CPU the networks are fitted in groups (see ``_CPU_TENSOR_BYTES``). Runs with gradients enabled whatever the
     caller's mode.
     """
@@ -343,11 +347,15 @@ def dip_trace(
                                  for g in generators[start:stop]])
             noise = noise.to(device).requires_grad_(optimise_input)
             optimiser = _adam([*net.parameters(), *([noise] if optimise_input else [])], lr, device)
-            groups.append((net, noise, optimiser, target[start:stop]))
+            groups.append((net, noise, optimiser, target[start:stop], generators[start:stop]))
         for t in range(1, iterations + 1):
             outputs, mses = [], []
-            for net, noise, optimiser, group_target in groups:
-                out = net(noise)
+            for net, noise, optimiser, group_target, group_generators in groups:
+                net_input = noise
+                if input_jitter > 0:
+                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g) for g in group_generators])
+                    net_input = noise + input_jitter * jitter.to(device)
+                out = net(net_input)
                 mse = ((out - group_target) ** 2).mean(dim=(1, 2, 3))
                 mse.sum().backward()  # the sum gives each network exactly its own image's gradient
                 optimiser.step()
@@ -366,6 +374,7 @@ def dip_snapshots(
     generators: Sequence[torch.Generator],
     lr: float = 0.01,
     noise_scale: float = 0.1,
+    input_jitter: float = 0.0,
 ) -> torch.Tensor:
     """The trace images of :func:`dip_trace` at the given ``iterations`` (1-based, increasing), as
     ``(len(iterations), n, C, H, W)``; the fit runs to the last of them."""
@@ -374,5 +383,5 @@ def dip_snapshots(
         raise ValueError("iterations must be increasing integers >= 1.")
     taken, kept = set(wanted), []
     dip_trace(images, config, wanted[-1], generators, lr, noise_scale,
-              on_iteration=lambda t, out, _: kept.append(out) if t in taken else None)
+              on_iteration=lambda t, out, _: kept.append(out) if t in taken else None, input_jitter=input_jitter)
     return torch.stack(kept)
