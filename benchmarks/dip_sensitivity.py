@@ -3,14 +3,15 @@ touching the test images: DIP iterations x network size (the paper's Table 3), a
 reconstruction's parameters one at a time (the group of the paper's Fig. 6).
 
     python benchmarks/dip_sensitivity.py --data-root ../shared/data/cifar10 --n 32 --traces runs/dip-traces \
-        --json docs/results/dip_sensitivity.json --output docs/results/dip_sensitivity.md
-    python benchmarks/dip_sensitivity.py --data-root ../shared/data/cifar10 --n 32 --traces runs/dip-traces \
-        --at small:1500 --vary step=0,0.1,0.25,1 keep=1,3,10 ssim_threshold=0.5,0.9 warmup=0,300 \
-        --json docs/results/dip_reconstruction.json --output docs/results/dip_reconstruction.md
+        --input-jitter 0 --set warmup=100 step=0.5 --json docs/results/dip_sensitivity.json
+    python benchmarks/dip_sensitivity.py --data-root ../shared/data/cifar10 --n 128 --seeds 0 1 \
+        --traces runs/dip-traces --at small:1500 --vary warmup=600,700,800 step=0.25,0.5,0.75 keep=5,10 --product \
+        --json runs/jitter_warmup_step_keep.json
 
-``--product`` varies the listed parameters jointly (every combination) instead of one at a time, and ``--seeds``
-repeats the study with other draws (PGD random starts and DIP seeds), reporting the mean over seeds with each
-seed's figures in the JSON file.
+``--set`` gives every setting other values than the defence's defaults (the first command: the settings of the
+first study, whose iteration counts lie below the current warm-up), ``--product`` varies the listed parameters
+jointly (every combination) instead of one at a time, and ``--seeds`` repeats the study with other draws (PGD
+random starts and DIP seeds), reporting the mean over seeds with each seed's figures in the JSON file.
 
 For every network, one DIP trace per image is fitted to the largest iteration count and every setting is
 reconstructed from it (:meth:`~art_purifiers.defences.dip.DIPPreprocessor.reconstruct`; the fit does not depend on

@@ -3,7 +3,8 @@ victim (oblivious) and, with --eot-draws, BPDA+EOT PGD crafted through the DIP d
 
 Each image costs one DIP fit per prediction (the DIP defence's default fit, 1500 iterations of the small
 network with its jittered input, took 3 s per image at batch 64 on one CPU thread in the second sensitivity
-study; DIPDefend runs 4000 iterations of a smaller network), so the default run uses 8 images and takes a few minutes on a CPU:
+study; DIPDefend runs 4000 iterations of a smaller network), so the default run uses 8 images and takes a few
+minutes on a CPU:
 
     python examples/dip.py
     python examples/dip.py --n 16 --eot-draws 4   # adds BPDA+EOT (much slower: steps x draws fits per image)

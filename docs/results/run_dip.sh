@@ -32,7 +32,10 @@ for run in former default; do
   done
   for part in pgd others; do
     shards=("$OUT/${PREFIX[$run]}${part}"_[0-9]*.json)
-    [ "${#shards[@]}" -eq "$SHARDS" ] || { echo "${PREFIX[$run]}$part: ${#shards[@]} of $SHARDS shards, not merged"; continue; }
+    if [ "${#shards[@]}" -ne "$SHARDS" ]; then
+      echo "${PREFIX[$run]}$part: ${#shards[@]} of $SHARDS shards, not merged"
+      continue
+    fi
     art-purifiers merge "${shards[@]}" --format markdown --output "docs/results/${TABLE[$run]}_$part.md" \
       --json "docs/results/${TABLE[$run]}_$part.json"
   done

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The DIP defence and DIPDefend (default settings, deployed with seed 0 as in run_dip.sh) under attacks that
-# know them, on CIFAR-10 test images with the bundled ResNet-20:
+# The DIP defence (current and former defaults) and DIPDefend (deployed with seed 0 as in run_dip.sh) under
+# attacks that know them, on CIFAR-10 test images with the bundled ResNet-20:
 # * BPDA+EOT PGD-20, Linf 8/255: each step's gradient is the average over 8 fresh draws of the defence (new
 #   per-image seeds), passed through the purifier as the identity (BPDA: the output is the end of an
 #   optimisation, not a useful function to differentiate). Test images 0..N_EOT-1.
