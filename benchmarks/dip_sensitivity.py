@@ -72,22 +72,30 @@ def fit_traces(defence: DIPPreprocessor, wanted: np.ndarray, inputs: torch.Tenso
 
 class Trace:
     """One seed's fitted traces of the clean images and their adversarial examples (``inputs``, in that order),
-    with the victim's decisions on every snapshot computed once and the on-boundary images shared by all the
-    settings reconstructed from them (per grid size)."""
+    with the victim's decisions on every snapshot computed once, and the snapshots of each setting's iterations
+    and the on-boundary images (per grid size) shared by all the settings reconstructed from them."""
 
     def __init__(self, defence: DIPPreprocessor, inputs: torch.Tensor, snaps: torch.Tensor, wanted: np.ndarray,
                  labels: np.ndarray) -> None:
         self.inputs, self.snaps, self.wanted, self.labels = inputs, snaps, wanted, labels
         self.decisions = defence.decide(inputs, snaps)
         self.boundaries: dict[int, dict] = {}
+        self.subsets: dict[bytes, tuple[torch.Tensor, TraceDecisions]] = {}
+
+    def subset(self, mine: np.ndarray) -> tuple[torch.Tensor, TraceDecisions]:
+        """The snapshots selected by the mask ``mine`` and the decisions on them, copied once per mask (settings
+        that differ only in their reconstruction share them)."""
+        if mine.tobytes() not in self.subsets:
+            index = torch.from_numpy(mine)
+            self.subsets[mine.tobytes()] = (self.snaps[index], TraceDecisions(
+                self.decisions.probs[index], self.decisions.quality[index], self.decisions.input_labels))
+        return self.subsets[mine.tobytes()]
 
     def score(self, defence: DIPPreprocessor) -> dict:
         """SA and RA (%) of ``defence`` reconstructing from its snapshots among the trace's."""
         mine = np.isin(self.wanted, defence.snapshot_iterations())
-        index = torch.from_numpy(mine)
-        decisions = TraceDecisions(self.decisions.probs[index], self.decisions.quality[index],
-                                   self.decisions.input_labels)
-        outputs = defence.reconstruct(self.inputs, self.snaps[index], self.wanted[mine], decisions,
+        snaps, decisions = self.subset(mine)
+        outputs = defence.reconstruct(self.inputs, snaps, self.wanted[mine], decisions,
                                       self.boundaries.setdefault(defence.grid, {}))
         correct = predict(defence.classifier, outputs) == np.concatenate([self.labels, self.labels])
         n = len(self.labels)

@@ -193,11 +193,11 @@ class DIPPreprocessor(_DIPDefence):
             kept = snaps[-self.keep :]
         else:
             boundary = {} if boundary is None else boundary
-            for p in pairs:
-                key = (i, int(iterations[p]), int(iterations[p + 1]))
+            keys = [(i, int(iterations[p]), int(iterations[p + 1])) for p in pairs]
+            for p, key in zip(pairs, keys, strict=True):
                 if key not in boundary:
                     boundary[key] = self._on_boundary(snaps[p], snaps[p + 1], int(labels[p]), int(labels[p + 1]))
-            kept = torch.stack([boundary[(i, int(iterations[p]), int(iterations[p + 1]))] for p in pairs])
+            kept = torch.stack([boundary[key] for key in keys])
         kept_labels = self._probabilities(kept).argmax(-1)
         # Move away from the input, except for images already classified differently from it.
         step = torch.where(kept_labels == input_label, self.step, 0.0).view(-1, 1, 1, 1)
