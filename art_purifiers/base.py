@@ -26,16 +26,17 @@ import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 
-#: Gradient modes of every defence: exact autograd, or BPDA (identity backward).
-GRADIENT_MODES = ("exact", "bpda")
+from art_purifiers.deploy import GRADIENT_MODES, Defence, Deployment
+
+__all__ = ["GRADIENT_MODES", "PurifierPreprocessor"]
 
 
-class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
+class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     """Base class of every ``art_purifiers`` defence.
 
     A subclass implements only :meth:`purify` (and, if it holds networks, registers them with
     :meth:`register_network`). Everything else is shared: input checks, dtype, device, chunking, gradient
-    modes and seeding.
+    modes and seeding. As a :class:`~art_purifiers.deploy.Defence`, it deploys as ``(victim, [self])``.
 
     | Please keep in mind the limitations of defences. For evaluations of purification defences under
       adaptive attacks see https://arxiv.org/abs/1802.00420 and https://arxiv.org/abs/2002.08347 .
@@ -61,10 +62,6 @@ class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
 
     params = ["gradient", "batch_size", "clip_values", "channels", "channels_first", "seed"]
 
-    #: Whether autograd through :meth:`purify` gives a meaningful gradient.
-    differentiable: bool = True
-    #: Whether :meth:`purify` draws random numbers (the defence then needs EOT to be attacked properly).
-    randomized: bool = False
     #: Whether :meth:`purify` runs autograd internally (e.g. optimises a network per image). The base then
     #: enables gradients around it, since ART's ``predict`` calls the defence under ``torch.no_grad()``.
     needs_grad: bool = False
@@ -145,14 +142,14 @@ class PurifierPreprocessor(PreprocessorPyTorch, abc.ABC):
             return self.forward(x, y)[0]
         return self._validated_float32(x)
 
+    def _deploy(self, victim: nn.Module) -> Deployment:
+        return Deployment(victim, [self])
+
+    def _set(self, params: dict) -> None:
+        self.set_params(**params)  # ART's set_params checks the new values
+
     def _check_params(self) -> None:
-        if self.gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {GRADIENT_MODES}, got {self.gradient!r}.")
-        if self.gradient == "exact" and not self.differentiable:
-            raise ValueError(
-                f"{type(self).__name__} is not differentiable, so gradient='exact' is not available; "
-                "use gradient='bpda' (identity backward pass) to attack it."
-            )
+        self._check_defence()
         if not isinstance(self.batch_size, (int, np.integer)) or isinstance(self.batch_size, bool):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
         if self.batch_size < 1:

@@ -17,18 +17,29 @@ needs_shared_data = pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="../s
 
 
 class TinyCNN(nn.Module):
-    """A 3x32x32 -> 10 CNN small enough for attack tests on 2 CPU cores."""
+    """A 3x32x32 -> 10 CNN small enough for attack tests on 2 CPU cores, with timm's encoder/head split
+    (a 64-dimensional embedding)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 10),
         )
+        self.head = nn.Linear(64, 10)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        embedding = nn.functional.adaptive_avg_pool2d(features, 2).flatten(1)
+        return embedding if pre_logits else self.head(embedding)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return self.forward_head(self.forward_features(x))
 
 
 @pytest.fixture

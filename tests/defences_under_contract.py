@@ -1,7 +1,9 @@
 """The defences that the ART contract suite (``test_contract.py``) checks.
 
 A new defence joins the suite by adding one :class:`ContractCase` here: a factory taking ``gradient`` (and
-keyword overrides), and the gradient modes it supports. Factories must be cheap (tiny presets).
+keyword overrides), and the gradient modes it supports. Factories must be cheap (tiny presets). Input purifiers
+(``PurifierPreprocessor``) go in :data:`CASES` and meet the preprocessor contract too; defences that change the
+model go in :data:`MODEL_CASES`; both meet the deployment contract (``test_contract.TestDeployment``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from torch import nn
 
 from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.defences.art import ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.deploy import Defence, DefenceChain, EmbeddingDefence
 from art_purifiers.nn import ImplicitRepresentation, SampleNet, SkipNetConfig
 from art_purifiers.training.irad import IRADTrainingConfig, export_weights
 
@@ -66,10 +70,34 @@ class ConvPurifier(PurifierPreprocessor):
         return x + 0.1 * torch.tanh(self.denoiser(x))
 
 
+def near_identity(dimension: int = 64) -> nn.Linear:
+    """A linear map close to the identity on embeddings: a model-changing defence's test double with weights."""
+    torch.manual_seed(2)
+    layer = nn.Linear(dimension, dimension)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dimension) + 0.05 * torch.randn(dimension, dimension))
+        layer.bias.mul_(0.1)
+    return layer
+
+
+def embedding_identity(gradient: str = "exact", **_) -> EmbeddingDefence:
+    """Test double of a model-changing defence: the identity between the victim's encoder and head."""
+    return EmbeddingDefence(nn.Identity(), gradient=gradient)
+
+
+def embedding_linear(gradient: str = "exact", **_) -> EmbeddingDefence:
+    return EmbeddingDefence(near_identity(), gradient=gradient)
+
+
+def purifier_then_embedding(gradient: str = "exact", **kwargs) -> DefenceChain:
+    """An input purifier and a model change together, as IDFR deploys them."""
+    return DefenceChain([ConvPurifier(gradient=gradient, **kwargs), embedding_linear(gradient)])
+
+
 @dataclass(frozen=True)
 class ContractCase:
     name: str
-    factory: Callable[..., PurifierPreprocessor]
+    factory: Callable[..., Defence]
     gradients: tuple[str, ...] = ("exact", "bpda")
 
 
@@ -84,8 +112,25 @@ CASES = [
     ContractCase("irad-variant", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "variant", **kw)),
     ContractCase("dip", tiny_dip, gradients=("bpda",)),
     ContractCase("dipdefend", tiny_dipdefend, gradients=("bpda",)),
+    ContractCase("art-jpeg", lambda **kw: ARTPreprocessor("JpegCompression", options={"quality": 50}, **kw),
+                 gradients=("bpda",)),
+    ContractCase("art-feature-squeezing", lambda **kw: ARTPreprocessor("FeatureSqueezing", options={"bit_depth": 4},
+                                                                       **kw), gradients=("bpda",)),
+    ContractCase("art-spatial-smoothing", lambda **kw: ARTPreprocessor("SpatialSmoothing", **kw), gradients=("bpda",)),
+    ContractCase("art-total-variation", lambda **kw: ARTPreprocessor("TotalVarMin", options={"max_iter": 2}, **kw),
+                 gradients=("bpda",)),
+]
+
+#: Defences that change the model (not preprocessors), alone or chained with a purifier.
+MODEL_CASES = [
+    ContractCase("embedding-identity", embedding_identity),
+    ContractCase("embedding-linear", embedding_linear),
+    ContractCase("purifier-then-embedding", purifier_then_embedding),
 ]
 
 #: (case, gradient mode) pairs, with readable ids, for ``pytest.mark.parametrize``.
 CASE_MODES = [(case, mode) for case in CASES for mode in case.gradients]
 CASE_MODE_IDS = [f"{case.name}-{mode}" for case, mode in CASE_MODES]
+#: Every defence, preprocessor or not, with each of its gradient modes: the deployment contract.
+DEPLOY_MODES = [(case, mode) for case in CASES + MODEL_CASES for mode in case.gradients]
+DEPLOY_MODE_IDS = [f"{case.name}-{mode}" for case, mode in DEPLOY_MODES]

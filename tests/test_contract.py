@@ -14,7 +14,7 @@ from art.attacks.evasion import (
 )
 from art.preprocessing.expectation_over_transformation import EoTGaussianNoisePyTorch
 from conftest import make_classifier
-from defences_under_contract import CASE_MODE_IDS, CASE_MODES, CASES
+from defences_under_contract import CASE_MODE_IDS, CASE_MODES, CASES, DEPLOY_MODE_IDS, DEPLOY_MODES
 from torch import nn
 
 CASE_IDS = [case.name for case in CASES]
@@ -183,3 +183,65 @@ class TestAttacksAndChecks:
         if defence.randomized:
             unseeded = build(case, case.gradients[0], seed=None)
             assert not np.array_equal(unseeded(images)[0], unseeded(images)[0])
+
+
+def deployed_logits(deployment, x: torch.Tensor) -> torch.Tensor:
+    """What the deployed classifier computes, by hand: each preprocessor's forward, then the model."""
+    for preprocessor in deployment.preprocessors:
+        x, _ = preprocessor.forward(x)
+    return deployment.model(x)
+
+
+@pytest.mark.parametrize(("case", "mode"), DEPLOY_MODES, ids=DEPLOY_MODE_IDS)
+class TestDeployment:
+    """The contract of every deployable defence, preprocessor or model change, through ``Defence.deploy``."""
+
+    def test_predict_equals_deployed_function(self, case, mode, tiny_model, images):
+        deployment = build(case, mode).deploy(tiny_model)
+        predictions = deployment.classifier().predict(images)
+        assert predictions.shape == (len(images), 10) and predictions.dtype == np.float32
+        with torch.no_grad():
+            expected = deployed_logits(deployment, torch.from_numpy(images)).numpy()
+        np.testing.assert_allclose(predictions, expected, atol=1e-5)
+
+    def test_loss_gradient_is_autograd_of_deployment(self, case, mode, tiny_model, images, labels):
+        """Exact: the true gradient; BPDA: the straight-through estimate built into the deployed function."""
+        deployment = build(case, mode).deploy(tiny_model)
+        gradient = deployment.classifier().loss_gradient(images, one_hot(labels))
+        xt = torch.from_numpy(images).requires_grad_(True)
+        nn.CrossEntropyLoss()(deployed_logits(deployment, xt), torch.from_numpy(labels)).backward()
+        np.testing.assert_allclose(gradient, xt.grad.numpy(), rtol=1e-4, atol=1e-7)
+        assert np.abs(gradient).sum() > 0
+
+    def test_pgd_end_to_end(self, case, mode, tiny_model, images, labels):
+        classifier = build(case, mode).deploy(tiny_model).classifier()
+        attack = ProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=3, verbose=False)
+        adversarial = attack.generate(images, y=labels)
+        assert adversarial.dtype == np.float32 and np.abs(adversarial - images).max() <= EPS + 1e-6
+
+    def test_configured_and_fingerprint(self, case, mode):
+        defence = build(case, mode)
+        assert defence.fingerprint() == build(case, mode).fingerprint()
+        other = "bpda" if mode == "exact" else "exact"
+        if other in case.gradients:
+            changed = defence.configured(gradient=other)
+            assert changed.gradient == other and defence.gradient == mode
+            assert changed.fingerprint() != defence.fingerprint()
+        assert defence.configured(not_a_parameter=1).fingerprint() == defence.fingerprint()
+
+    def test_eot_deployment_runs_art_attacks(self, case, mode, tiny_model, images, labels):
+        """``deploy(victim, eot=k)``: one row per image, and PGD without labels, AutoAttack and HopSkipJump run."""
+        defence = build(case, mode).configured(seed=None)
+        classifier = defence.deploy(tiny_model, eot=2).classifier()
+        assert classifier.predict(images).shape == (len(images), 10)
+        adversarial = ProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=2,
+                                               verbose=False).generate(images)
+        assert adversarial.shape == images.shape
+        if not defence.randomized:
+            return
+        apgd = AutoProjectedGradientDescent(classifier, eps=EPS, eps_step=2 / 255, max_iter=2, nb_random_init=1,
+                                            batch_size=4, verbose=False)
+        adversarial = AutoAttack(classifier, eps=EPS, attacks=[apgd], batch_size=4).generate(images, y=labels)
+        assert np.abs(adversarial - images).max() <= EPS * (1 + 1e-4) + 1e-6
+        hsj = HopSkipJump(classifier, max_iter=1, max_eval=10, init_eval=5, init_size=10, verbose=False)
+        assert hsj.generate(images[:2]).shape == images[:2].shape

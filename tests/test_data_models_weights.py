@@ -68,9 +68,11 @@ def test_reference_checkpoints_load(file, depth):
 
 
 @needs_shared_data
-def test_shipped_resnet20_equals_reference():
-    reference = read_reference_checkpoint(SHARED_WEIGHTS / "resnet20-12fca82f.th")
-    shipped = load_weights("resnet20_cifar10")
+@pytest.mark.parametrize(("file", "name"), [("resnet20-12fca82f.th", "resnet20_cifar10"),
+                                          ("resnet32-d509ac18.th", "resnet32_cifar10")])
+def test_shipped_resnets_equal_reference(file, name):
+    reference = read_reference_checkpoint(SHARED_WEIGHTS / file)
+    shipped = load_weights(name).tensors
     assert set(reference) <= set(shipped)  # the shipped file adds BatchNorm counters
     assert all(torch.equal(reference[k], shipped[k]) for k in reference)
 

@@ -56,10 +56,13 @@ def test_shipped_weights_load_offline_and_purify():
 
 
 def test_weights_validation(tmp_path):
-    with pytest.raises(ValueError, match="No IRAD weights"):
+    with pytest.raises(ValueError, match="No weights"):
         IRADPreprocessor(tmp_path / "missing.safetensors")
     other = tmp_path / "other.safetensors"
     save_safetensors({"a": torch.ones(1)}, other, metadata={"method": "dip"})
+    with pytest.raises(ValueError, match="holds dip weights, not irad weights"):
+        IRADPreprocessor(other)
+    save_safetensors({"a": torch.ones(1)}, other)
     with pytest.raises(ValueError, match="not an IRAD weight file"):
         IRADPreprocessor(other)
     representation, _, _ = load_irad_networks(tiny_irad_weights())

@@ -1,17 +1,22 @@
-"""ART adapters, one module per method, and :func:`make_defence` to build one from a text spec."""
+"""ART adapters, one module per method, and :func:`make_defence` to build any defence from a text spec."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+from collections.abc import Callable
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.defences.art import ART_DEFENCES, ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
 from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
+from art_purifiers.deploy import Defence
 
 __all__ = [
+    "ART_DEFENCES",
     "DEFENCES",
+    "ARTPreprocessor",
     "DIPDefendPreprocessor",
     "DIPPreprocessor",
     "IRADPreprocessor",
@@ -20,13 +25,15 @@ __all__ = [
     "parse_defence_spec",
 ]
 
-#: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``.
-DEFENCES: dict[str, type[PurifierPreprocessor]] = {
+#: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``: a class or factory
+#: returning a :class:`~art_purifiers.deploy.Defence`. ``art:NAME`` specs build an :class:`ARTPreprocessor`.
+DEFENCES: dict[str, Callable[..., Defence]] = {
     "resampling": ResamplingPreprocessor,
     "irad": IRADPreprocessor,
     "dip": DIPPreprocessor,
     "dipdefend": DIPDefendPreprocessor,
 }
+_BASE_OPTIONS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
 
 
 def _value(text: str):
@@ -37,29 +44,53 @@ def _value(text: str):
 
 
 def parse_defence_spec(spec: str) -> tuple[str, dict]:
-    """``"resampling:interpolation=nearest,magnitude=1.5"`` -> ``("resampling", {...})``."""
+    """``"resampling:interpolation=nearest,magnitude=1.5"`` -> ``("resampling", {...})``;
+    ``"art:JpegCompression:quality=75"`` -> ``("art", {"preprocessor": "JpegCompression", "quality": 75})``."""
     name, _, arguments = spec.partition(":")
     kwargs = {}
+    if name.strip() == "art":
+        preprocessor, _, arguments = arguments.partition(":")
+        kwargs["preprocessor"] = preprocessor.strip()
     for item in filter(None, (part.strip() for part in arguments.split(","))):
         key, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not key.strip():
             raise ValueError(f"Defence argument {item!r} in {spec!r} is not of the form key=value.")
         kwargs[key.strip()] = _value(value.strip())
     return name.strip(), kwargs
 
 
-def make_defence(spec: str, victim=None, **overrides) -> PurifierPreprocessor:
-    """Build a defence from a spec string; ``overrides`` (e.g. ``device_type``) are added to its arguments, and
-    ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP)."""
+def _art_defence(preprocessor: str = "", **kwargs) -> ARTPreprocessor:
+    base = {key: value for key, value in kwargs.items() if key in _BASE_OPTIONS}
+    options = {key: value for key, value in kwargs.items() if key not in _BASE_OPTIONS}
+    return ARTPreprocessor(preprocessor, options=options, **base)
+
+
+def make_defence(spec: str, victim=None, **overrides) -> Defence:
+    """Build a defence from a spec string (``NAME[:key=value,...]`` or ``art:CLASS[:key=value,...]``).
+
+    ``overrides`` (e.g. ``device_type``, ``weights``) are added to the arguments of defences that take them, and
+    ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP).
+
+    :raises ValueError: Unknown defence or parameter, or a parameter the defence refuses.
+    """
     name, kwargs = parse_defence_spec(spec)
+    if name == "art":
+        return _art_defence(**{**kwargs, **{k: v for k, v in overrides.items() if k in _BASE_OPTIONS}})
     if name not in DEFENCES:
-        raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)}.")
-    cls = DEFENCES[name]
-    parameters = inspect.signature(cls.__init__).parameters
-    if "weights" in overrides and "weights" not in parameters:
+        raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)} and art:{sorted(ART_DEFENCES)}.")
+    factory = DEFENCES[name]
+    parameters = inspect.signature(factory.__init__ if inspect.isclass(factory) else factory).parameters
+    variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    accepted = {key for key, p in parameters.items() if key != "self" and p.kind not in variadic}
+    if inspect.isclass(factory) and issubclass(factory, PurifierPreprocessor):
+        accepted |= _BASE_OPTIONS  # passed on through **kwargs
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"Unknown parameter(s) {unknown} for defence {name!r}; its parameters: {sorted(accepted)}.")
+    if "weights" in overrides and "weights" not in accepted:
         raise ValueError(f"Defence {name!r} has no weights.")
-    if "classifier" in parameters:
+    if "classifier" in accepted:
         if victim is None:
             raise ValueError(f"Defence {name!r} needs the victim classifier.")
         overrides = {**overrides, "classifier": victim}
-    return cls(**{**kwargs, **overrides})
+    return factory(**kwargs, **{k: v for k, v in overrides.items() if k in accepted})

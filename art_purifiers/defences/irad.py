@@ -11,7 +11,7 @@ from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.resampling import SAMPLERS as NAIVE_SAMPLERS
 from art_purifiers.nn.resampling import naive_shifts
 from art_purifiers.nn.samplenet import SampleNet
-from art_purifiers.weights import load_safetensors, load_weights, read_metadata, registry, weights_path
+from art_purifiers.weights import load_into, load_weights
 
 #: Samplers of :class:`IRADPreprocessor`.
 IRAD_SAMPLERS = ("samplenet", "none", *NAIVE_SAMPLERS)
@@ -23,27 +23,18 @@ def load_irad_networks(weights: str | Path) -> tuple[ImplicitRepresentation, Sam
     :param weights: A registered name (``"cifar10"`` means ``irad_cifar10``; sha256 checked) or a path to a
         ``.safetensors`` file written by the IRAD trainer, whose metadata holds the architecture.
     """
-    name = str(weights)
-    registered = name if name in registry() else f"irad_{name}"
-    if registered in registry():
-        tensors, path = load_weights(registered), weights_path(registered)
-    else:
-        path = Path(name)
-        if not path.is_file():
-            raise ValueError(f"No IRAD weights {name!r}: not a registered name ({sorted(registry())}) nor a file.")
-        tensors = load_safetensors(path)
-    config = read_metadata(path)
+    loaded = load_weights(weights, method="irad")
+    config = loaded.metadata
     if config.get("method") != "irad":
-        raise ValueError(f"{path} is not an IRAD weight file (its metadata names no IRAD architecture).")
-    representation = ImplicitRepresentation(config["blocks"], config["features"], config["hidden"])
-    representation.load_state_dict({k.removeprefix("representation."): v for k, v in tensors.items()
-                                    if k.startswith("representation.")})
-    samplenet_state = {k.removeprefix("samplenet."): v for k, v in tensors.items() if k.startswith("samplenet.")}
-    samplenet = None
-    if samplenet_state:
+        raise ValueError(f"{loaded.path} is not an IRAD weight file (its metadata names no IRAD architecture).")
+    try:
+        representation = ImplicitRepresentation(config["blocks"], config["features"], config["hidden"])
         samplenet = SampleNet(config["features"], config["samplenet_hidden"], config.get("max_shift"))
-        samplenet.load_state_dict(samplenet_state)
-    return representation, samplenet, config
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{loaded.path}: the IRAD architecture in its metadata is incomplete ({error}).") from error
+    load_into(representation, loaded.subset("representation"), loaded.path)
+    samplenet_state = loaded.subset("samplenet")
+    return representation, load_into(samplenet, samplenet_state, loaded.path) if samplenet_state else None, config
 
 
 class IRADPreprocessor(PurifierPreprocessor):

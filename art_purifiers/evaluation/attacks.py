@@ -83,6 +83,10 @@ class AttackSpec:
         """The norm as ART takes it (``np.inf`` or ``2``)."""
         return np.inf if self.norm == "inf" else 2
 
+    def budget(self) -> tuple[str, float]:
+        """``(norm, eps)``: the ball every adversarial example of this attack lies in."""
+        return self.norm, self.eps
+
     def settings(self) -> dict:
         """The settings that define the attack (what the cache key and the table record)."""
         settings = asdict(self)

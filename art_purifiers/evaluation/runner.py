@@ -20,11 +20,9 @@ RA <= SA, as in AutoAttack's robust accuracy).
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import logging
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,12 +32,12 @@ from art.estimators.classification import PyTorchClassifier
 from torch import nn
 from tqdm.auto import tqdm
 
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.deploy import Defence, Deployment
 from art_purifiers.evaluation.attacks import AttackSpec
 from art_purifiers.evaluation.decision import BudgetedHopSkipJump
-from art_purifiers.evaluation.eot import EOTClassifier
 from art_purifiers.evaluation.norms import within_budget
 from art_purifiers.evaluation.report import ResultRow, ResultTable
+from art_purifiers.keys import fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -50,21 +48,13 @@ NO_VICTIM_DEFENCE = "none"
 
 def art_classifier(
     model: nn.Module,
-    defences: list[PurifierPreprocessor] | None = None,
+    defences: list | None = None,
     nb_classes: int = 10,
     input_shape: tuple[int, int, int] = (3, 32, 32),
     device: str = "cpu",
 ) -> PyTorchClassifier:
-    """An ART ``PyTorchClassifier`` for a model taking ``[0, 1]`` images, optionally defended."""
-    return PyTorchClassifier(
-        model=model.eval(),
-        loss=nn.CrossEntropyLoss(),
-        input_shape=input_shape,
-        nb_classes=nb_classes,
-        clip_values=(0.0, 1.0),
-        preprocessing_defences=defences or None,
-        device_type="cpu" if device == "cpu" else "gpu",
-    )
+    """An ART ``PyTorchClassifier`` for a model taking ``[0, 1]`` images, optionally with preprocessing defences."""
+    return Deployment(model, list(defences or [])).classifier(nb_classes, input_shape, device=device)
 
 
 def correct(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_size: int = 128) -> np.ndarray:
@@ -77,33 +67,39 @@ def accuracy(classifier: PyTorchClassifier, x: np.ndarray, y: np.ndarray, batch_
     return 100.0 * float(correct(classifier, x, y, batch_size).mean())
 
 
-def fingerprint(*parts) -> str:
-    """A short stable hash of arrays, modules and JSON-able settings."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            digest.update(np.ascontiguousarray(part).tobytes())
-        elif isinstance(part, nn.Module):
-            for name, tensor in sorted(part.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().numpy().tobytes())
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:20]
-
-
 class AdversarialCache:
     """Adversarial examples on disk, keyed by a hash of everything that determines them, so a rerun or a
-    crashed run resumes instead of recomputing. ``directory=None`` disables caching."""
+    crashed run resumes instead of recomputing. ``directory=None`` disables caching.
+
+    An entry is checked when loaded (readable, float32 of the expected shape, finite, in ``[0, 1]``, and within the
+    attack's budget when one is given); one that fails is reported, removed and recomputed.
+    """
 
     def __init__(self, directory: str | Path | None) -> None:
         self.directory = Path(directory) if directory is not None else None
 
-    def get(self, key: str) -> tuple[np.ndarray, float] | None:
-        if self.directory is None or not (self.directory / f"{key}.npz").is_file():
+    def get(self, key: str, x: np.ndarray, budget: tuple[str, float] | None = None) -> tuple[np.ndarray, float] | None:
+        """The entry ``key`` for the clean images ``x`` ``(N, C, H, W)``, or ``None`` (absent or rejected).
+
+        :param budget: ``(norm, eps)`` that every adversarial example must respect, or ``None`` (HopSkipJump's
+            minimal perturbations are kept whatever their size and judged by the caller).
+        """
+        path = None if self.directory is None else self.directory / f"{key}.npz"
+        if path is None or not path.is_file():
             return None
-        with np.load(self.directory / f"{key}.npz") as archive:
-            return archive["x_adv"], float(archive["seconds"])
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                x_adv, seconds = archive["x_adv"], float(archive["seconds"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            return self._reject(path, f"unreadable ({type(error).__name__}: {error})")
+        problem = _cache_problem(x, x_adv, seconds, budget)
+        return self._reject(path, problem) if problem else (x_adv, seconds)
+
+    @staticmethod
+    def _reject(path: Path, problem: str) -> None:
+        logger.warning("cache entry %s rejected: %s; recomputing it", path, problem)
+        path.unlink(missing_ok=True)
+        return None
 
     def put(self, key: str, x_adv: np.ndarray, seconds: float) -> None:
         if self.directory is None:
@@ -114,16 +110,23 @@ class AdversarialCache:
         tmp.replace(self.directory / f"{key}.npz")
 
 
+def _cache_problem(x: np.ndarray, x_adv: np.ndarray, seconds: float, budget: tuple[str, float] | None) -> str:
+    """What is wrong with a cached entry for ``x``, or ``""``."""
+    if x_adv.dtype != np.float32 or x_adv.shape != x.shape:
+        return f"holds {x_adv.dtype} {x_adv.shape}, expected float32 {x.shape}"
+    if not np.isfinite(x_adv).all() or not np.isfinite(seconds) or seconds < 0:
+        return "holds non-finite values"
+    if x_adv.min() < 0 or x_adv.max() > 1:
+        return "holds values outside [0, 1]"
+    if budget is not None and not within_budget(x, x_adv, *budget).all():
+        return f"holds perturbations beyond the budget (L{budget[0]} eps={budget[1]:.6g})"
+    return ""
+
+
 def _seed_everything(seed: int) -> None:
     # ART's attacks draw from numpy's and torch's global generators; seed both for reproducible rows.
     np.random.seed(seed)  # noqa: NPY002 (ART uses the legacy global generator)
     torch.manual_seed(seed)
-
-
-def _with_params(defence: PurifierPreprocessor, **params) -> PurifierPreprocessor:
-    attacked = copy.deepcopy(defence)
-    attacked.set_params(**params)
-    return attacked
 
 
 class _Evaluation:
@@ -135,25 +138,27 @@ class _Evaluation:
         self.eot_draws, self.queries = eot_draws, queries
         self.cache = AdversarialCache(cache_dir)
         self.base_key = (fingerprint(victim), fingerprint(x, y), seed)
-        self.deployed = {NO_VICTIM_DEFENCE: self.classifier(None)}
+        self.deployed = {NO_VICTIM_DEFENCE: Deployment(victim).classifier(device=device)}
         self.deployed.update({name: self.classifier(d) for name, d in defences.items()})
         self.clean_correct = {name: correct(c, x, y, batch_size) for name, c in self.deployed.items()}
-        self.params = {name: {p: getattr(d, p) for p in d.params} for name, d in defences.items()}
+        self.params = {name: d.describe() for name, d in defences.items()}
         self.params[NO_VICTIM_DEFENCE] = {}
 
-    def classifier(self, defence: PurifierPreprocessor | None) -> PyTorchClassifier:
-        return art_classifier(self.victim, None if defence is None else [defence], device=self.device)
+    def classifier(self, defence: Defence, eot: int | None = None) -> PyTorchClassifier:
+        return defence.deploy(self.victim, eot=eot).classifier(device=self.device)
 
-    def eot_classifier(self, defence: PurifierPreprocessor) -> PyTorchClassifier:
+    def eot_classifier(self, defence: Defence) -> PyTorchClassifier:
         gradient = "exact" if defence.differentiable else "bpda"
-        return art_classifier(EOTClassifier(self.victim, _with_params(defence, gradient=gradient, seed=None),
-                                            self.eot_draws), device=self.device)
+        return self.classifier(defence.configured(gradient=gradient, seed=None), eot=self.eot_draws)
 
-    def crafted(self, key_parts, make_attack) -> tuple[np.ndarray, float]:
+    def crafted(self, key_parts, make_attack, budget: tuple[str, float] | None) -> tuple[np.ndarray, float]:
         """Adversarial examples and attack wall time, from the cache or by running ``make_attack(checkpoint)``
-        (``checkpoint``: a file for the attack's partial progress, or ``None`` without a cache)."""
-        key = fingerprint("adv-v1", *key_parts, *self.base_key)
-        hit = self.cache.get(key)
+        (``checkpoint``: a file for the attack's partial progress, or ``None`` without a cache).
+
+        :param budget: ``(norm, eps)`` a cached entry must respect (``None``: no budget, as for HopSkipJump).
+        """
+        key = fingerprint("adv-v2", *key_parts, *self.base_key)
+        hit = self.cache.get(key, self.x, budget)
         if hit is not None:
             logger.info("cache hit %s", key)
             return hit
@@ -180,7 +185,7 @@ class _Evaluation:
 
 def evaluate(
     victim: nn.Module,
-    defences: Mapping[str, PurifierPreprocessor],
+    defences: Mapping[str, Defence],
     x: np.ndarray,
     y: np.ndarray,
     threats: Sequence[str] = ("clean", "oblivious"),
@@ -219,7 +224,8 @@ def evaluate(
     run = _Evaluation(victim, defences, x.astype(np.float32), np.asarray(y, dtype=np.int64), seed, batch_size, device,
                       cache_dir, verbose, eot_draws, queries)
     table = ResultTable(meta={"victim": victim_name, "n": len(x), "seed": seed,
-                              "attacks": [s.settings() for s in specs]})
+                              "attacks": [s.settings() for s in specs],
+                              "defences": {name: d.fingerprint() for name, d in defences.items()}})
     if "clean" in threats:
         for name in run.deployed:
             table.add(run.row(name, "clean", "-", None, 0.0))
@@ -236,7 +242,7 @@ def evaluate(
 def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
     x_adv, seconds = run.crafted(("oblivious", spec.settings()),
                                  lambda partial: spec.build(run.deployed[NO_VICTIM_DEFENCE], run.batch_size,
-                                                            run.verbose, run.seed, partial))
+                                                            run.verbose, run.seed, partial), spec.budget())
     return [run.row(name, "oblivious", spec.label(), x_adv, seconds,
                     "" if name == NO_VICTIM_DEFENCE else "adv. crafted on the bare victim", spec.settings())
             for name in run.deployed]
@@ -247,9 +253,10 @@ def _gradient_threat(threat: str, gradient: str):
         defence = run.defences[name]
         if gradient == "exact" and not defence.differentiable:
             return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
-        target = run.classifier(_with_params(defence, gradient=gradient))
-        x_adv, seconds = run.crafted((threat, spec.settings(), repr(defence)),
-                                     lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial))
+        target = run.classifier(defence.configured(gradient=gradient))
+        x_adv, seconds = run.crafted((threat, spec.settings(), defence),
+                                     lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
+                                     spec.budget())
         note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
         return [run.row(name, threat, spec.label(), x_adv, seconds, note, spec.settings())]
 
@@ -261,8 +268,9 @@ def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     if not defence.randomized:
         return [run.row(name, "eot", spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")]
     target = run.eot_classifier(defence)
-    x_adv, seconds = run.crafted(("eot", spec.settings(), repr(defence), run.eot_draws),
-                                 lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial))
+    x_adv, seconds = run.crafted(("eot", spec.settings(), defence, run.eot_draws),
+                                 lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
+                                 spec.budget())
     gradient = "exact" if defence.differentiable else "bpda"
     return [run.row(name, "eot", f"{spec.label()} eot={run.eot_draws}", x_adv, seconds,
                     f"gradients and decisions averaged over {run.eot_draws} draws ({gradient})",
@@ -274,8 +282,8 @@ def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     target = run.eot_classifier(defence) if defence.randomized else run.classifier(defence)
     hsj = BudgetedHopSkipJump(target, norm=spec.norm_value, eps=spec.eps, max_queries=run.queries,
                               batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
-    key = ("decision-v2", spec.norm, run.queries, repr(defence), defence.randomized and run.eot_draws)
-    x_adv, seconds = run.crafted(key, lambda _: hsj)
+    key = ("decision-v2", spec.norm, run.queries, defence, defence.randomized and run.eot_draws)
+    x_adv, seconds = run.crafted(key, lambda _: hsj, None)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
     kept = within_budget(run.x, x_adv, spec.norm, spec.eps)
     x_adv = np.where(kept[:, None, None, None], x_adv, run.x).astype(np.float32)

@@ -9,7 +9,8 @@ from torch import nn
 
 from art_purifiers.models.cifar_resnet import CifarResNet, cifar_resnet, infer_depth
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD, NormalizedClassifier
-from art_purifiers.weights import load_safetensors, load_weights, registry
+from art_purifiers.models.split import split_victim
+from art_purifiers.weights import load_into, load_weights, resolve_registered
 
 __all__ = [
     "CifarResNet",
@@ -17,11 +18,12 @@ __all__ = [
     "cifar_resnet",
     "load_victim",
     "read_reference_checkpoint",
+    "split_victim",
     "BUNDLED_VICTIMS",
 ]
 
 #: Short names of victims whose weights ship inside the package, and their registry entries.
-BUNDLED_VICTIMS = {"resnet20": "resnet20_cifar10"}
+BUNDLED_VICTIMS = {"resnet20": "resnet20_cifar10", "resnet32": "resnet32_cifar10"}
 
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -34,8 +36,11 @@ def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    return read_reference_checkpoint(path)
+        return load_weights(path, method="victim").tensors
+    try:
+        return read_reference_checkpoint(path)
+    except Exception as error:  # torch.load raises many types for truncated files and refused pickles
+        raise ValueError(f"{path} is not a readable checkpoint (weights_only loading refused it: {error}).") from error
 
 
 def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mean, std) -> nn.Module:
@@ -44,7 +49,7 @@ def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mea
     network = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if checkpoint is None:
         raise ValueError(f"timm victim {name!r} needs a checkpoint (weights are never downloaded).")
-    network.load_state_dict(_read_state(Path(checkpoint)))
+    load_into(network, _read_state(Path(checkpoint)), checkpoint)
     config = getattr(network, "pretrained_cfg", {}) or {}
     mean = mean or config.get("mean", IMAGENET_MEAN)
     return NormalizedClassifier(network, mean, std or config.get("std", IMAGENET_STD))
@@ -59,7 +64,7 @@ def load_victim(
 ) -> nn.Module:
     """A ready classifier taking ``(N, 3, H, W)`` images in ``[0, 1]`` and returning logits.
 
-    :param name_or_path: ``"resnet20"`` (the bundled weights); a ``.safetensors`` file or a reference
+    :param name_or_path: ``"resnet20"`` or ``"resnet32"`` (the bundled weights); a ``.safetensors`` file or a reference
         ``.th``/``.pt`` checkpoint of a CIFAR ResNet (depth inferred from its keys); or ``"timm:NAME"``, a timm
         architecture whose weights come from ``checkpoint``.
     :param checkpoint: Weights of a timm victim (``.safetensors``, or a state dict loaded with
@@ -72,17 +77,15 @@ def load_victim(
     name = str(name_or_path)
     if name.startswith("timm:"):
         return _timm_victim(name.removeprefix("timm:"), checkpoint, num_classes, mean, std).eval()
-    if name in BUNDLED_VICTIMS:
-        state = load_weights(BUNDLED_VICTIMS[name])
-    elif name in registry():
-        state = load_weights(name)
+    registered = resolve_registered(BUNDLED_VICTIMS.get(name, name), method="victim")
+    if registered is not None:
+        state, source = load_weights(registered, method="victim").tensors, registered
     else:
         path = Path(name)
         if not path.is_file():
             raise ValueError(
                 f"Unknown victim {name!r}: use one of {sorted(BUNDLED_VICTIMS)} or a path to a checkpoint."
             )
-        state = _read_state(path)
-    network = cifar_resnet(infer_depth(state), num_classes)
-    network.load_state_dict(state)
+        state, source = _read_state(path), path
+    network = load_into(cifar_resnet(infer_depth(state), num_classes), state, source)
     return NormalizedClassifier(network, mean or IMAGENET_MEAN, std or IMAGENET_STD).eval()

@@ -62,14 +62,23 @@ class CifarResNet(nn.Module):
         layers += [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
         return nn.Sequential(*layers)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate embedding, ``(N, 64)``."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature map of the last stage, ``(N, 64, H/4, W/4)`` (timm's ``forward_features``)."""
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.layer3(self.layer2(self.layer1(out)))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pooling, then the linear classifier unless ``pre_logits``: the embedding ``(N, 64)`` or
+        the logits ``(N, num_classes)`` (timm's ``forward_head``)."""
+        embedding = F.adaptive_avg_pool2d(features, 1).flatten(1)
+        return embedding if pre_logits else self.linear(embedding)
+
+    def get_classifier(self) -> nn.Module:
+        """The head that maps the embedding to logits (timm's ``get_classifier``)."""
+        return self.linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.features(x))
+        return self.forward_head(self.forward_features(x))
 
 
 def cifar_resnet(depth: int = 20, num_classes: int = 10) -> CifarResNet:

@@ -1,21 +1,27 @@
-"""Weight files shipped inside the package, and safe (safetensors-only, sha256-checked) weight I/O.
+"""Weights: the registry of files shipped inside the package and the one loader every method uses.
 
-Every shipped file is listed in ``registry.json`` with its sha256, licence and provenance (the command that
-built it). :func:`load_weights` refuses a file whose hash differs and never unpickles anything.
+Every shipped file is listed in ``registry.json`` with its method, sha256, architecture, licence, source and the
+command that built it. :func:`load_weights` resolves a registered name or a user's file, refuses anything but
+safetensors, checks the sha256 of shipped files and that every tensor is finite, and never unpickles anything.
+:func:`load_into` fills a network strictly, turning missing, unexpected or mis-shaped tensors into one clear error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 _PACKAGE = "art_purifiers.weights"
+#: Fields every registry entry holds.
+REGISTRY_FIELDS = ("file", "method", "sha256", "architecture", "license", "source", "built_by")
 
 
 def sha256_of(path: str | Path) -> str:
@@ -28,7 +34,7 @@ def sha256_of(path: str | Path) -> str:
 
 
 def registry() -> dict[str, dict]:
-    """The registry of shipped weights: ``{name: {"file", "sha256", "license", "source", ...}}``."""
+    """The registry of shipped weights: ``{name: {"file", "method", "sha256", "license", ...}}``."""
     text = resources.files(_PACKAGE).joinpath("registry.json").read_text(encoding="utf-8")
     return json.loads(text)
 
@@ -42,27 +48,98 @@ def weights_path(name: str) -> Path:
 
 
 def load_safetensors(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Load a safetensors file onto the CPU, checking its sha256 when one is given."""
+    """Tensors of a safetensors file on the CPU; the sha256 is checked when given, every tensor must be finite."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"Only .safetensors weight files are loaded, got {path.name!r}.")
+    if not path.is_file():
+        raise FileNotFoundError(f"No weight file {path}.")
     if sha256 is not None:
         actual = sha256_of(path)
         if actual != sha256:
             raise ValueError(f"sha256 mismatch for {path}: expected {sha256}, got {actual}.")
-    return load_file(str(path), device="cpu")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}).") from error
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: tensor {key!r} holds NaN or infinite values.")
+    return tensors
 
 
 def read_metadata(path: str | Path) -> dict:
     """The metadata dictionary :func:`save_safetensors` stored with a file (``{}`` if none)."""
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    return json.loads(header.get("art_purifiers", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+        return json.loads(header.get("art_purifiers", "{}"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable safetensors file ({error}).") from error
 
 
-def load_weights(name: str) -> dict[str, torch.Tensor]:
-    """State dict of the shipped weights ``name`` (sha256 checked against the registry)."""
-    return load_safetensors(weights_path(name), registry()[name]["sha256"])
+@dataclass(frozen=True)
+class Weights:
+    """A loaded weight file: its tensors (CPU), the metadata stored with it, where it came from."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict
+    path: Path
+    name: str | None = None
+
+    def subset(self, prefix: str) -> dict[str, torch.Tensor]:
+        """The tensors under ``prefix.``, with the prefix removed."""
+        return {k.removeprefix(f"{prefix}."): v for k, v in self.tensors.items() if k.startswith(f"{prefix}.")}
+
+
+def resolve_registered(name_or_path: str | Path, method: str | None = None) -> str | None:
+    """The registry name meant by ``name_or_path`` (``"cifar10"`` with ``method="irad"`` is ``irad_cifar10``),
+    or ``None`` when it names no shipped file."""
+    name, entries = str(name_or_path), registry()
+    for candidate in (name, f"{method}_{name}" if method else None):
+        if candidate in entries and (method is None or entries[candidate]["method"] == method):
+            return candidate
+    return None
+
+
+def load_weights(name_or_path: str | Path, method: str | None = None) -> Weights:
+    """Load shipped weights by registry name, or a user's ``.safetensors`` file by path.
+
+    :param name_or_path: A registry name (``"irad_cifar10"``; ``"cifar10"`` with ``method="irad"``), or a path.
+    :param method: The method the weights must belong to (``"irad"``, ``"victim"``, ...): a shipped file of
+        another method is refused, and a user file must say this method in its metadata when it says any.
+    :raises ValueError: Unknown name, wrong method, not safetensors, sha256 mismatch, non-finite tensors.
+    """
+    registered = resolve_registered(name_or_path, method)
+    if registered is not None:
+        entry = registry()[registered]
+        path = weights_path(registered)
+        return Weights(load_safetensors(path, entry["sha256"]), read_metadata(path), path, registered)
+    path = Path(name_or_path)
+    if not path.is_file():
+        known = sorted(k for k, v in registry().items() if method is None or v["method"] == method)
+        raise ValueError(f"No weights {str(name_or_path)!r}: neither a registered name ({known}) nor a file.")
+    tensors, metadata = load_safetensors(path), read_metadata(path)
+    stated = metadata.get("method")
+    if method is not None and stated is not None and stated != method:
+        raise ValueError(f"{path} holds {stated} weights, not {method} weights.")
+    return Weights(tensors, metadata, path)
+
+
+def load_into(network: nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> nn.Module:
+    """Load ``tensors`` into ``network`` strictly; a missing, unexpected or mis-shaped tensor is one clear error."""
+    expected = network.state_dict()
+    # Batch norm's step counter is absent from old checkpoints; torch fills it in itself.
+    missing = sorted(k for k in set(expected) - set(tensors) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(tensors) if tuple(expected[k].shape) != tuple(tensors[k].shape))
+    if missing or unexpected or wrong:
+        groups = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        details = [f"{label}: {keys[:4]}{' ...' if len(keys) > 4 else ''}" for label, keys in groups if keys]
+        raise ValueError(f"{source} does not fit {type(network).__name__} ({'; '.join(details)}).")
+    network.load_state_dict(tensors, strict=not any(k.endswith("num_batches_tracked") for k in expected
+                                                    if k not in tensors))
+    return network
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> str:

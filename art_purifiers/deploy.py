@@ -1,0 +1,255 @@
+"""Deployable defences: what turns a victim into the model and preprocessing defences that ART is given.
+
+Most defences purify the input (:class:`~art_purifiers.base.PurifierPreprocessor`, deployed as
+``(victim, [defence])``); some change the model itself, such as IDFR's feature restorer between the victim's
+encoder and head (:class:`EmbeddingDefence`). Both are a :class:`Defence`::
+
+    deployment = defence.deploy(victim)                 # or defence.deploy(victim, eot=8) for random defences
+    classifier = deployment.classifier(nb_classes=10, input_shape=(3, 32, 32))
+
+which equals ``PyTorchClassifier(deployment.model, ..., preprocessing_defences=deployment.preprocessors)``. The
+harness, the command line and the contract suite use only this interface, so a new kind of defence needs no change
+there. Every defence also has a :meth:`Defence.fingerprint` (class, parameters and the sha256 of every weight it
+holds) that names it in cache keys.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from art.estimators.classification import PyTorchClassifier
+from torch import nn
+
+from art_purifiers.checks import check_choice, check_integer
+from art_purifiers.keys import tensors_digest
+from art_purifiers.models.split import split_victim
+
+#: Gradient modes of every defence: exact autograd, or BPDA (identity backward).
+GRADIENT_MODES = ("exact", "bpda")
+
+
+class Defence(abc.ABC):
+    """A defence that can be deployed onto a victim classifier.
+
+    Subclasses set :attr:`params` (the names of the settings that define them), :attr:`differentiable` and
+    :attr:`randomized`, and implement :meth:`_deploy`.
+    """
+
+    #: Names of the attributes that define the defence (reported in tables and hashed into its fingerprint).
+    params: list[str] = ["gradient"]
+    #: Whether autograd through the defence gives a meaningful gradient (else only ``gradient="bpda"``).
+    differentiable: bool = True
+    #: Whether the defence draws random numbers (it then needs EOT to be attacked properly).
+    randomized: bool = False
+    gradient: str = "exact"
+
+    @abc.abstractmethod
+    def _deploy(self, victim: nn.Module) -> Deployment:
+        """The victim with this defence in place."""
+
+    def deploy(self, victim: nn.Module, eot: int | None = None) -> Deployment:
+        """The victim with this defence in place, as a model plus ART preprocessing defences.
+
+        :param victim: Classifier taking ``(N, C, H, W)`` images in ``[0, 1]`` and returning logits.
+        :param eot: With an integer ``k``, put the expectation over ``k`` draws of the defence inside the model
+            (:class:`EOTClassifier`): every ART attack then sees averaged gradients and decisions. Use it for random
+            defences with ``seed=None``, so that every call draws afresh.
+        """
+        deployment = self._deploy(victim)
+        return deployment if eot is None else deployment.with_eot(eot)
+
+    def configured(self, **params) -> Defence:
+        """A copy with the given parameters changed (e.g. ``gradient="bpda"``, ``seed=None``); parameters the
+        defence does not have are ignored, so one call serves every kind of defence."""
+        defence = copy.deepcopy(self)
+        defence._set({key: value for key, value in params.items() if key in defence.params})
+        return defence
+
+    def _set(self, params: dict) -> None:
+        for key, value in params.items():
+            setattr(self, key, value)
+        self._check_defence()
+
+    def _check_defence(self) -> None:
+        check_choice("gradient", self.gradient, GRADIENT_MODES)
+        if self.gradient == "exact" and not self.differentiable:
+            raise ValueError(
+                f"{type(self).__name__} is not differentiable, so gradient='exact' is not available; "
+                "use gradient='bpda' (identity backward pass) to attack it."
+            )
+
+    def describe(self) -> dict:
+        """The defining settings, ``{name: value}``."""
+        return {name: getattr(self, name) for name in self.params}
+
+    def weight_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every tensor of every network the defence holds, as ``(attribute.key, tensor)``."""
+        for attribute, value in sorted(vars(self).items()):
+            module = value.model if isinstance(value, PyTorchClassifier) else value
+            if isinstance(module, nn.Module):
+                for key, tensor in module.state_dict().items():
+                    yield f"{attribute}.{key}", tensor
+
+    def fingerprint(self) -> str:
+        """Hex sha256 of the class, the defining settings and every weight the defence holds: two defences with
+        the same fingerprint give the same outputs (given the same random draws)."""
+        digest = hashlib.sha256()
+        settings = {name: value for name, value in self.describe().items() if name != "device_type"}
+        digest.update(f"{type(self).__module__}.{type(self).__qualname__}|".encode())
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+        digest.update(tensors_digest(self.weight_tensors()).encode())
+        return digest.hexdigest()
+
+
+@dataclass
+class Deployment:
+    """A victim with a defence in place: ART is given ``model`` and ``preprocessors``."""
+
+    model: nn.Module
+    preprocessors: list[PreprocessorPyTorch] = field(default_factory=list)
+
+    def classifier(self, nb_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32),
+                   clip_values: tuple[float, float] = (0.0, 1.0), device: str = "cpu") -> PyTorchClassifier:
+        """The ART ``PyTorchClassifier`` of this deployment (cross-entropy loss; ``device`` ``"cpu"`` or CUDA)."""
+        return PyTorchClassifier(
+            model=self.model.eval(), loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
+            clip_values=clip_values, preprocessing_defences=list(self.preprocessors) or None,
+            device_type="cpu" if str(device) == "cpu" else "gpu",
+        )
+
+    def with_eot(self, draws: int) -> Deployment:
+        """The same deployment with the expectation over ``draws`` draws inside the model (no preprocessors)."""
+        return Deployment(EOTClassifier(self.model, self.preprocessors, draws), [])
+
+
+class EOTClassifier(nn.Module):
+    """``logits(x) = mean_k model(preprocessors(x; draw k))`` for ``x`` of shape ``(N, C, H, W)`` in ``[0, 1]``.
+
+    ART's own ``EoT*PyTorch`` preprocessors multiply the batch, which breaks AutoAttack, APGD and HopSkipJump; here
+    the expectation is inside the model, so ART sees an ordinary classifier whose gradients (Athalye et al. 2018)
+    and decisions are averages over draws.
+
+    :param model: Classifier taking the preprocessed images, returning ``(M, classes)`` logits.
+    :param preprocessors: One ART ``PreprocessorPyTorch`` or a sequence of them, applied in order; their
+        ``gradient`` mode decides how gradients pass through them. Leave their ``seed`` as ``None`` so that every
+        call draws afresh.
+    :param draws: Number of draws averaged, ``>= 1``.
+    """
+
+    def __init__(self, model: nn.Module, preprocessors: PreprocessorPyTorch | Sequence[PreprocessorPyTorch],
+                 draws: int = 8) -> None:
+        super().__init__()
+        self.draws = check_integer("draws", draws, minimum=1)
+        self.model = model
+        self.preprocessors = [preprocessors] if isinstance(preprocessors, PreprocessorPyTorch) else list(preprocessors)
+
+    @property
+    def victim(self) -> nn.Module:
+        return self.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        # Each defence draws its random numbers per sample, so the repeated copies get independent draws.
+        out = x.repeat_interleave(self.draws, dim=0)
+        for preprocessor in self.preprocessors:
+            out, _ = preprocessor.forward(out)
+        return self.model(out).view(n, self.draws, -1).mean(dim=1)
+
+
+class DefenceChain(Defence):
+    """Several defences deployed in order: input purifiers run one after the other, model changes wrap the model
+    in turn (e.g. IDFR: an input denoiser, then a feature restorer inside the victim)."""
+
+    def __init__(self, defences: Sequence[Defence]) -> None:
+        if not defences or not all(isinstance(d, Defence) for d in defences):
+            raise ValueError("A DefenceChain needs one or more Defence objects.")
+        self.defences = list(defences)
+
+    @property
+    def params(self) -> list[str]:  # type: ignore[override]
+        return sorted({name for defence in self.defences for name in defence.params})
+
+    @property
+    def differentiable(self) -> bool:  # type: ignore[override]
+        return all(defence.differentiable for defence in self.defences)
+
+    @property
+    def randomized(self) -> bool:  # type: ignore[override]
+        return any(defence.randomized for defence in self.defences)
+
+    @property
+    def gradient(self) -> str:  # type: ignore[override]
+        modes = {defence.gradient for defence in self.defences}
+        return modes.pop() if len(modes) == 1 else "mixed"
+
+    def configured(self, **params) -> DefenceChain:
+        return DefenceChain([defence.configured(**params) for defence in self.defences])
+
+    def describe(self) -> dict:
+        return {"chain": [{"defence": type(d).__name__, **d.describe()} for d in self.defences]}
+
+    def weight_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for index, defence in enumerate(self.defences):
+            for key, tensor in defence.weight_tensors():
+                yield f"{index}.{key}", tensor
+
+    def _deploy(self, victim: nn.Module) -> Deployment:
+        model, preprocessors = victim, []
+        for defence in self.defences:
+            deployment = defence.deploy(model)
+            model, preprocessors = deployment.model, preprocessors + deployment.preprocessors
+        return Deployment(model, preprocessors)
+
+
+class EmbeddingDefence(Defence):
+    """A defence that changes the model: ``logits = head(module(encoder(x)))``, with ``module`` inserted between
+    the victim's encoder and head (see :func:`~art_purifiers.models.split.split_victim`).
+
+    ``gradient="exact"`` back-propagates through ``module``; ``"bpda"`` treats it as the identity in the backward
+    pass (its output's gradient is passed to its input unchanged), which needs equal input and output shapes.
+
+    :param module: Maps embeddings ``(N, D)`` to embeddings ``(N, D)``; frozen and put in ``eval()`` mode.
+    :param gradient: ``"exact"`` or ``"bpda"``.
+    :param encoder: Explicit encoder of the victim, for models without timm's split (give ``head`` too).
+    :param head: Explicit head of the victim.
+    """
+
+    params = ["gradient"]
+
+    def __init__(self, module: nn.Module, gradient: str = "exact", encoder: nn.Module | None = None,
+                 head: nn.Module | None = None) -> None:
+        self.module = module.eval().requires_grad_(False)
+        self.encoder, self.head = encoder, head
+        self.gradient = gradient
+        self._check_defence()
+
+    def _deploy(self, victim: nn.Module) -> Deployment:
+        encoder, head = split_victim(victim, self.encoder, self.head)
+        return Deployment(EmbeddingDefendedClassifier(encoder, self.module, head, self.gradient), [])
+
+
+class EmbeddingDefendedClassifier(nn.Module):
+    """``head(module(encoder(x)))``, with BPDA through ``module`` when ``gradient="bpda"``."""
+
+    def __init__(self, encoder: nn.Module, module: nn.Module, head: nn.Module, gradient: str = "exact") -> None:
+        super().__init__()
+        self.encoder, self.module, self.head = encoder, module, head
+        self.gradient = check_choice("gradient", gradient, GRADIENT_MODES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding = self.encoder(x)
+        if self.gradient == "exact":
+            return self.head(self.module(embedding))
+        with torch.no_grad():
+            changed = self.module(embedding)
+        if changed.shape != embedding.shape:
+            raise ValueError(f"BPDA needs the module to keep the embedding's shape {tuple(embedding.shape)}, "
+                             f"got {tuple(changed.shape)}.")
+        return self.head(embedding + (changed - embedding).detach())
