@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 DEFAULT_CACHE = Path.home() / ".cache" / "art-purifiers" / "adversarial"
-# Integer options of `train irad` that override the preset's values.
-_PRESET_OVERRIDES = ("stage1-iterations", "stage2-iterations", "stage1-batch", "stage2-batch", "pgd-steps", "seed")
+#: What ``art-purifiers evaluate`` runs when no defence, threat model or attack is named: the package's point in
+#: about five minutes on 2 CPU cores (docs/results.md has the timing).
+MAIN_JOB = {"defence": ["irad", "resampling"], "threat": ["clean", "oblivious", "adaptive"], "attack": ["pgd"],
+            "steps": 20, "step_size": "2/255", "n": 100}
+#: Defaults of the options that the main job sets, for any other evaluation.
+DEFAULTS = {"defence": ["resampling"], "threat": ["clean", "oblivious"], "attack": ["autoattack"], "steps": 100}
 
 
 def _evaluate_parser(sub) -> None:
@@ -19,32 +23,37 @@ def _evaluate_parser(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="evaluate defences under threat models and print one table",
-        description="Evaluate defences on CIFAR-10 test images. Without arguments: the bundled sample "
-        "(test images 0..199), the bundled ResNet-20, the bilinear resampling defence (d=1.5), clean and "
-        "oblivious AutoAttack (Linf 8/255). Under torchrun, samples are split across ranks and rank 0 prints "
-        "the merged table.",
+        description="Evaluate defences on CIFAR-10 test images. Without a defence, threat model or attack: the main "
+        "job, the shipped IRAD beside bilinear resampling (d=1.5) under clean, oblivious and adaptive "
+        "(exact-gradient) PGD-20, Linf 8/255, on bundled test images 0..99 with the bundled ResNet-20, in about five "
+        "minutes on 2 CPU cores. Under torchrun, samples are split across ranks and rank 0 prints the merged table.",
     )
     p.add_argument("--defence", action="append", metavar="SPEC",
-                   help="defence spec NAME[:key=value,...], repeatable (default: resampling)")
+                   help="defence spec NAME[:key=value,...] or art:CLASS[:key=value,...], repeatable "
+                   "(default: resampling; main job: irad and resampling)")
     p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
     p.add_argument("--victim", default="resnet20",
-                   help="'resnet20' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with --victim-checkpoint")
+                   help="'resnet20' or 'resnet32' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with "
+                   "--victim-checkpoint")
     p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
     p.add_argument("--victim-mean", type=float, nargs=3, default=None, help="normalisation mean inside the victim")
     p.add_argument("--victim-std", type=float, nargs=3, default=None, help="normalisation std inside the victim")
     p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (default: bundled sample)")
     # --num-images is the spelling to use under torchrun, whose own parser takes --n for one of its options.
     p.add_argument("--n", "--num-images", dest="n", type=int, default=None,
-                   help="evaluate images 0..n-1 of the split (default: all available)")
+                   help="evaluate images 0..n-1 of the split (default: all available; main job: 100)")
     p.add_argument("--split", default="test", choices=["test", "train"],
                    help="test images (reported figures) or training images (choosing settings; needs --data-root)")
     p.add_argument("--shard", default=None, metavar="I/N", help="evaluate only shard I (0-based) of N; see merge")
-    p.add_argument("--threat", nargs="+", default=["clean", "oblivious"], choices=THREATS, help="threat models")
-    p.add_argument("--attack", nargs="+", default=["autoattack"], choices=ATTACKS, help="attacks (one row each)")
+    p.add_argument("--threat", nargs="+", default=None, choices=THREATS,
+                   help="threat models (default: clean oblivious; main job: clean oblivious adaptive)")
+    p.add_argument("--attack", nargs="+", default=None, choices=ATTACKS,
+                   help="attacks, one row each (default: autoattack; main job: pgd)")
     p.add_argument("--norm", default="inf", choices=["inf", "2"])
     p.add_argument("--eps", nargs="+", default=["8/255"], help="budgets, e.g. 2/255 4/255 8/255 (one row each)")
-    p.add_argument("--steps", type=int, default=100, help="iterations of iterative attacks")
-    p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4)")
+    p.add_argument("--steps", "--iterations", dest="steps", type=int, default=None,
+                   help="iterations of iterative attacks (default: 100; main job: 20)")
+    p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4; main job: 2/255)")
     p.add_argument("--no-random-start", action="store_true", help="PGD and C&W start at the clean image")
     p.add_argument("--eot-draws", type=int, default=8, help="draws averaged by the eot threat model")
     p.add_argument("--queries", type=int, default=1000, help="HopSkipJump queries per image (decision)")
@@ -60,21 +69,100 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _fraction(name: str, text: str) -> float:
+    """A positive finite budget or step written as ``8/255`` or ``0.03``."""
+    from fractions import Fraction
+
+    try:
+        value = float(Fraction(text))
+    except (ValueError, ZeroDivisionError, OverflowError) as error:
+        raise ValueError(f"{name} must be a number or a fraction such as 8/255, got {text!r}.") from error
+    from art_purifiers.checks import check_number
+
+    return check_number(name, value, minimum=0, open_minimum=True)
+
+
 def _shard(text: str | None, rank: int, world: int) -> tuple[int, int]:
     if world > 1:
         return rank, world
     if text is None:
         return 0, 1
-    index, _, count = text.partition("/")
+    index, sep, count = text.partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise ValueError(f"--shard must be I/N with integers 0 <= I < N, got {text!r}.")
     index, count = int(index), int(count)
     if not 0 <= index < count:
         raise ValueError(f"--shard must be I/N with 0 <= I < N, got {text!r}.")
     return index, count
 
 
+def _writable(option: str, path: str | None) -> None:
+    """Refuse, before any work, an output path that is a folder or whose folder is missing or read-only."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name.")
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ValueError(f"{option} {path} is not writable.")
+
+
+def _apply_main_job(args: argparse.Namespace) -> None:
+    """Fill the options left unset: the main job's when no defence, threat model or attack is named."""
+    main_job = args.defence is None and args.threat is None and args.attack is None
+    args.main_job = main_job
+    settings = MAIN_JOB if main_job else DEFAULTS
+    for key in ("defence", "threat", "attack", "steps"):
+        if getattr(args, key) is None:
+            setattr(args, key, settings[key])
+    if main_job:
+        args.step_size = args.step_size or MAIN_JOB["step_size"]
+        args.n = MAIN_JOB["n"] if args.n is None and args.data_root is None else args.n
+
+
+def _check_evaluate_args(args: argparse.Namespace) -> None:
+    """Every argument checked before anything is loaded: one clear error for the first bad one."""
+    from art_purifiers.checks import check_integer
+
+    _apply_main_job(args)
+    args.eps_values = [_fraction("--eps", text) for text in args.eps]
+    args.step_size_value = None if args.step_size is None else _fraction("--step-size", args.step_size)
+    for option, minimum in (("n", 1), ("steps", 1), ("eot_draws", 1), ("queries", 1), ("batch_size", 1),
+                            ("seed", 0)):
+        if getattr(args, option) is not None:
+            check_integer(f"--{option.replace('_', '-')}", getattr(args, option), minimum=minimum)
+    _shard(args.shard, 0, 1)
+    for option in ("output", "json", "plot"):
+        _writable(f"--{option}", getattr(args, option))
+    if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise ValueError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg.")
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root} is not a folder.")
+    if args.victim_checkpoint and not str(args.victim).startswith("timm:"):
+        raise ValueError("--victim-checkpoint is for timm victims; give a CIFAR ResNet checkpoint as --victim.")
+    if args.split == "train" and args.data_root is None:
+        raise ValueError("--split train needs --data-root (the bundled sample holds test images only).")
+    _check_device(args.device)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None:
+        return
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {device!r}.")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu.")
+
+
 def _emit(table, args) -> None:
     text = table.render(args.format)
-    print(text)
+    reading = table.reading() if args.format in ("text", "markdown") else None
+    print(text if reading is None else f"{text}\n{reading}")
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     if args.json:
@@ -85,19 +173,33 @@ def _emit(table, args) -> None:
         plot_accuracy_vs_eps(table, args.plot)
 
 
+def _load_images(args: argparse.Namespace):
+    from art_purifiers.data import load_cifar10, load_test_images
+
+    try:
+        if args.split == "test":
+            return load_test_images(args.data_root, args.n)
+        return load_cifar10(args.data_root, "train", None if args.n is None else range(args.n))
+    except IndexError as error:  # more images asked for than the data root holds
+        raise ValueError(f"--n {args.n}: {error}") from error
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
+    _check_evaluate_args(args)
     import numpy as np
     import torch
     import torch.distributed as dist
 
-    from art_purifiers.data import load_cifar10, load_test_images
-    from art_purifiers.defences import make_defence
-    from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate, parse_eps
+    from art_purifiers.defences import make_defence, parse_defence_spec
+    from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate
     from art_purifiers.evaluation.report import describe_data
     from art_purifiers.models import load_victim
 
-    if args.victim_checkpoint and not str(args.victim).startswith("timm:"):
-        raise ValueError("--victim-checkpoint is for timm victims; give a CIFAR ResNet checkpoint as --victim.")
+    for spec in args.defence:
+        parse_defence_spec(spec)
+    specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
+                        random_start=not args.no_random_start)
+             for name in args.attack for eps in args.eps_values]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -107,25 +209,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         torch.cuda.set_device(torch.device(device))
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    device_type = "cpu" if device == "cpu" else "gpu"
-    overrides = {"device_type": device_type, **({"weights": args.weights} if args.weights else {})}
+    overrides = {"device_type": "cpu" if device == "cpu" else "gpu",
+                 **({"weights": args.weights} if args.weights else {})}
     victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
                          std=args.victim_std).to(device)
-    defences = {spec: make_defence(spec, victim=victim, **overrides) for spec in args.defence or ["resampling"]}
-    if args.split == "test":
-        x, y = load_test_images(args.data_root, args.n)
-    elif args.data_root is None:
-        raise ValueError("--split train needs --data-root (the bundled sample holds test images only).")
-    else:
-        x, y = load_cifar10(args.data_root, "train", None if args.n is None else range(args.n))
+    defences = {spec: make_defence(spec, victim=victim, **overrides) for spec in args.defence}
+    x, y = _load_images(args)
     index, count = _shard(args.shard, rank, world)
     part = np.array_split(np.arange(len(x)), count)[index]
-    specs = [
-        AttackSpec(name=name, norm=args.norm, eps=parse_eps(eps), steps=args.steps,
-                   step_size=None if args.step_size is None else parse_eps(args.step_size),
-                   random_start=not args.no_random_start)
-        for name in args.attack for eps in args.eps
-    ]
+    if len(part) == 0:
+        raise ValueError(f"Shard {index}/{count} of {len(x)} images is empty; use fewer shards.")
     table = evaluate(
         victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
         batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
@@ -137,6 +230,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                        "shard": [index, count],
                        "data": describe_data(source, int(part[0]), int(part[-1]), (index, count), args.split),
                        "command": "art-purifiers " + " ".join(sys.argv[1:])})
+    if args.main_job:
+        table.meta["main_job"] = ("no defence, threat model or attack named: IRAD and resampling under clean, "
+                                  "oblivious and adaptive PGD-20 (step 2/255); name any of them for other runs")
     if world > 1:
         gathered = [None] * world
         dist.all_gather_object(gathered, table.to_json())
@@ -150,50 +246,58 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _train_parser(sub) -> None:
-    from art_purifiers.training.irad import PRESETS, TASKS
+    from art_purifiers.training import TRAINERS
+    from art_purifiers.training.registry import configurable_fields
 
-    train = sub.add_parser("train", help="build a defence's weights").add_subparsers(dest="method", required=True)
-    p = train.add_parser("irad", help="train IRAD: implicit representation (stage 1), then SampleNet (stage 2)")
-    p.add_argument("--preset", default="small", choices=sorted(PRESETS))
-    p.add_argument("--task", default=None, choices=TASKS, help="stage-1 task (default: the preset's, adversarial)")
-    p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (training images only)")
-    p.add_argument("--n-train", type=int, default=None, help="use only the first n training images")
-    p.add_argument("--source", default=None, help="source classifier checkpoint (default: reference ResNet-32)")
-    p.add_argument("--out", default=None, help="folder for pairs, checkpoints and the log")
-    p.add_argument("--export", default=None, help="write the weights (.safetensors) here when done")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    for name in _PRESET_OVERRIDES:
-        p.add_argument(f"--{name}", type=int, default=None, help="override the preset")
+    listing = "; ".join(f"{t.method} (presets: {', '.join(t.presets)})" for t in TRAINERS.values())
+    train = sub.add_parser("train", help="build a defence's weights", description=f"Methods: {listing}.")
+    methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for trainer in TRAINERS.values():
+        presets = ", ".join(trainer.presets)
+        p = methods.add_parser(trainer.method, help=f"{trainer.summary} (presets: {presets})",
+                               description=f"{trainer.summary}. Presets: {presets}.")
+        p.add_argument("--preset", default=trainer.default_preset, choices=list(trainer.presets))
+        p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                       help="change a setting of the preset (repeatable), e.g. --set stage1_iterations=100")
+        p.add_argument("--data-root", default=None,
+                       help="CIFAR-10 python-layout folder (default: $ART_PURIFIERS_CIFAR10, else the user cache)")
+        p.add_argument("--n-train", type=int, default=None, help="use only the first n training images")
+        p.add_argument("--out", default=None, help="folder for caches, checkpoints, the log and report.json")
+        p.add_argument("--export", default=None, help="write the weights (.safetensors) here when done")
+        p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+        for name, (default, text) in trainer.options.items():
+            p.add_argument(f"--{name}", default=default, help=f"{text} (default: {default})")
+        defaults = trainer.presets[trainer.default_preset]
+        for name, value in configurable_fields(defaults).items():
+            if isinstance(value, (bool, int, float, str)):
+                p.add_argument(f"--{name.replace('_', '-')}", dest=f"field_{name}", default=None, metavar="V",
+                               help=f"same as --set {name}=V ({trainer.default_preset}: {value})")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
 
-    import torch
+    from art_purifiers.checks import check_integer
+    from art_purifiers.data import load_cifar10, resolve_cifar10_root
+    from art_purifiers.training import TRAINERS, TrainingJob, apply_overrides
 
-    from art_purifiers.data import find_cifar10_root, load_cifar10
-    from art_purifiers.models import load_victim
-    from art_purifiers.training.irad import PRESETS, export_weights, train_irad
-
-    root = args.data_root or find_cifar10_root()
-    if root is None:
-        raise SystemExit("No CIFAR-10 training data: pass --data-root (python-layout folder).")
-    source = args.source or Path(root).parent / "weights" / "akamaster_pytorch_resnet_cifar10" / "resnet32-d509ac18.th"
-    overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in (*_PRESET_OVERRIDES, "task")}
-    config = dataclasses.replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})
-    out = Path(args.out or f"runs/irad-{args.preset}-{config.task}")
-    out.mkdir(parents=True, exist_ok=True)
-    logging.getLogger().addHandler(logging.FileHandler(out / "train.log"))
-    logging.getLogger().setLevel(logging.INFO)
-    x, y = load_cifar10(root, "train", None if args.n_train is None else range(args.n_train))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    representation, samplenet, report = train_irad(config, x, y, load_victim(source), out, device)
-    report["command"] = "art-purifiers " + " ".join(sys.argv[1:])
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-    if args.export:
-        provenance = {k: report[k] for k in ("command", "machine", "device", "world", "images", "seconds")}
-        print(export_weights(representation, samplenet, config, args.export, provenance))
+    trainer = TRAINERS[args.method]
+    fields = [f"{key.removeprefix('field_')}={value}" for key, value in vars(args).items()
+              if key.startswith("field_") and value is not None]
+    if args.n_train is not None:
+        fields.append(f"images={check_integer('--n-train', args.n_train, minimum=1)}")
+    config = apply_overrides(trainer.presets[args.preset], [*fields, *args.assignments])
+    _check_device(args.device)
+    _writable("--export", args.export)
+    root = resolve_cifar10_root(args.data_root)
+    images = getattr(config, "images", None)
+    x, y = load_cifar10(root, "train", None if images is None else range(images))
+    job = TrainingJob(x, y, Path(args.out or f"runs/{args.method}-{args.preset}"), args.device,
+                      None if args.export is None else Path(args.export), "art-purifiers " + " ".join(sys.argv[1:]),
+                      {name: getattr(args, name.replace("-", "_")) for name in trainer.options})
+    report = trainer.run(config, job)
+    (job.out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    print(json.dumps({k: report[k] for k in ("seconds", "sha256") if k in report}))
     return 0
 
 
@@ -229,11 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("source")
     convert.add_argument("destination")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", True) else logging.INFO)
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", args.command != "train") else logging.INFO)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim}
     try:
         return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError, IndexError) as error:
+    except (ValueError, FileNotFoundError) as error:  # user errors; anything else is a bug and keeps its traceback
         parser.exit(2, f"art-purifiers: error: {error}\n")
 
 

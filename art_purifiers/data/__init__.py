@@ -9,20 +9,22 @@ import numpy as np
 
 from art_purifiers.data.cifar10 import (
     CLASSES,
-    find_cifar10_root,
     load_cifar10,
     load_cifar10_uint8,
     resolve_batches_dir,
+    resolve_cifar10_root,
+    user_data_folder,
 )
 
 __all__ = [
     "CLASSES",
-    "find_cifar10_root",
     "load_cifar10",
     "load_cifar10_uint8",
     "load_sample",
     "load_test_images",
     "resolve_batches_dir",
+    "resolve_cifar10_root",
+    "user_data_folder",
     "SAMPLE_INDICES",
 ]
 

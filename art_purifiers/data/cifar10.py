@@ -14,30 +14,48 @@ FOLDER_NAMES = ("cifar-10-batches-py", "cifar-10-batches-py-partial")
 #: CIFAR-10 class names, by label.
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-#: Environment variable naming a CIFAR-10 root, used by :func:`find_cifar10_root`.
+#: Environment variable naming a CIFAR-10 root, used by :func:`resolve_cifar10_root`.
 ROOT_ENV = "ART_PURIFIERS_CIFAR10"
+#: Where CIFAR-10 comes from (the python version), for the message when none is found.
+DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+
+def user_data_folder() -> Path:
+    """The user cache folder for CIFAR-10: ``$XDG_CACHE_HOME/art-purifiers/data/cifar10`` (default
+    ``~/.cache/...``)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "art-purifiers" / "data" / "cifar10"
 
 
 def resolve_batches_dir(root: str | Path) -> Path:
-    """The folder holding ``data_batch_*``/``test_batch``: ``root`` itself or one of its known subfolders."""
+    """The folder holding ``data_batch_*``/``test_batch``: ``root`` itself or its ``cifar-10-batches-py`` folder (as
+    torchvision and the official archive lay it out)."""
     root = Path(root)
     for candidate in (root, *(root / name for name in FOLDER_NAMES)):
         if (candidate / "test_batch").is_file() or (candidate / "data_batch_1").is_file():
             return candidate
-    raise FileNotFoundError(f"No CIFAR-10 python batches under {root} (looked for test_batch / data_batch_1).")
+    raise FileNotFoundError(f"No CIFAR-10 python batches under {root} (looked for test_batch / data_batch_1 there "
+                            f"and in {' and '.join(FOLDER_NAMES)}/). {_WHERE_TO_GET_IT}")
 
 
-def find_cifar10_root() -> Path | None:
-    """A local CIFAR-10 root: ``$ART_PURIFIERS_CIFAR10``, else ``../shared/data/cifar10`` next to the working
-    directory or its parents. ``None`` when there is none (callers fall back to the bundled sample)."""
+def resolve_cifar10_root(data_root: str | Path | None = None) -> Path:
+    """The CIFAR-10 folder to read: ``data_root`` when given, else ``$ART_PURIFIERS_CIFAR10``, else the user cache
+    folder (:func:`user_data_folder`). The library never searches the working directory for data.
+
+    :raises FileNotFoundError: With what to download and where, when none of them holds the batches.
+    """
+    if data_root is not None:
+        return resolve_batches_dir(data_root)
     if os.environ.get(ROOT_ENV):
-        return Path(os.environ[ROOT_ENV])
-    here = Path.cwd().resolve()
-    for base in (here, *here.parents):
-        candidate = base / "shared" / "data" / "cifar10"
-        if candidate.is_dir():
-            return candidate
-    return None
+        return resolve_batches_dir(os.environ[ROOT_ENV])
+    if user_data_folder().is_dir():
+        return resolve_batches_dir(user_data_folder())
+    raise FileNotFoundError(f"No CIFAR-10 data: pass --data-root (or data_root=), set ${ROOT_ENV}, or place it in "
+                            f"{user_data_folder()}. {_WHERE_TO_GET_IT}")
+
+
+_WHERE_TO_GET_IT = (f"Download {DOWNLOAD_URL} and extract it (it holds cifar-10-batches-py/), or let torchvision's "
+                    "CIFAR10(root, download=True) write it, then point at that folder.")
 
 
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

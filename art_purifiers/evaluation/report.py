@@ -101,6 +101,22 @@ class ResultTable:
                                              first.defence_params, first.attack_params))
         return merged
 
+    def reading(self) -> str | None:
+        """One line comparing, per defence, RA under the oblivious attack with RA under the strongest attack that
+        went through the defence (``None`` when the table holds no such pair)."""
+        order = ("decision", "bpda", "eot", "adaptive")  # later entries are stronger when both are present
+        parts = []
+        for defence in dict.fromkeys(r.defence for r in self.rows if r.defence != "none"):
+            rows = {r.threat: r for r in self.rows if r.defence == defence and r.ra is not None}
+            attacked = [rows[t] for t in order if t in rows]
+            if "oblivious" in rows and attacked:
+                worst = min(attacked, key=lambda r: r.ra)
+                parts.append(f"{defence} {rows['oblivious'].ra:.1f}% oblivious -> {worst.ra:.1f}% {worst.threat}")
+        if not parts:
+            return None
+        return ("Reading: " + "; ".join(parts) + ". RA under the oblivious attack is no evidence of robustness; "
+                "the attack that goes through the defence is the figure to report.")
+
     def _cells(self) -> tuple[list[str], list[list[str]]]:
         header = ["defence", "threat", "attack", "SA %", "RA %", "n", "time s", "note"]
         body = [

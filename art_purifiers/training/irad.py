@@ -9,15 +9,14 @@ The paper releases no training code; this follows its Sec. 4.4, Sec. 6 and App. 
 * stage 2: SampleNet with the representation frozen, cross-entropy of the source classifier on the resampled
   clean *and* adversarial images; Adam, lr 2e-4, betas (0, 0.9), batch 400.
 
-Run with ``art-purifiers train irad``; every stage resumes from its checkpoint, and under ``torchrun`` the batches
-are split across ranks (DDP).
+Run with ``art-purifiers train irad``; every stage resumes from its checkpoint, and under ``torchrun`` the pairs
+and the batches are split across ranks (DDP).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +26,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from art_purifiers.checks import check_choice, check_integer, check_number
+from art_purifiers.models import load_victim
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.samplenet import SampleNet
+from art_purifiers.training.framework import Optimisation, RunContext, run_stage
 from art_purifiers.training.loops import (
-    Checkpoint,
-    Distributed,
     adversarial_pairs,
     augment_pairs,
     batch_for_iteration,
-    descend,
     iteration_generator,
-    run_iterations,
+    pairs_cache_path,
 )
+from art_purifiers.training.registry import Trainer, TrainingJob
 from art_purifiers.weights import save_safetensors
 
 logger = logging.getLogger(__name__)
@@ -70,14 +70,20 @@ class IRADTrainingConfig:
     betas: tuple[float, float] = (0.0, 0.9)
     seed: int = 0
     checkpoint_every: int = 200
+    #: Use only the first ``images`` training images (``None``: all of them).
+    images: int | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}.")
-        for name in ("blocks", "pgd_steps", "stage1_iterations", "stage2_iterations", "stage1_batch", "stage2_batch"):
-            if getattr(self, name) < (0 if name in ("blocks", "stage2_iterations") else 1):
-                raise ValueError(f"{name} is out of range: {getattr(self, name)!r}.")
+        check_choice("task", self.task, TASKS)
+        for name in ("blocks", "stage2_iterations", "seed"):
+            check_integer(name, getattr(self, name), minimum=0)
+        for name in ("features", "pgd_steps", "stage1_iterations", "stage1_batch", "stage2_batch", "checkpoint_every"):
+            check_integer(name, getattr(self, name), minimum=1)
+        for name in ("noise_std", "pgd_eps", "pgd_step", "stage1_lr", "stage2_lr"):
+            check_number(name, getattr(self, name), minimum=0, open_minimum=True)
+        if self.images is not None:
+            check_integer("images", self.images, minimum=1)
 
     def architecture(self) -> dict:
         """What :func:`~art_purifiers.defences.irad.load_irad_networks` needs to rebuild the networks."""
@@ -85,14 +91,17 @@ class IRADTrainingConfig:
                 "samplenet_hidden": list(self.samplenet_hidden), "max_shift": self.max_shift}
 
 
-#: ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU. ``small``: a CPU preset;
-#: the shipped ``irad_cifar10`` weights took 69 minutes of CPU time on one thread (pairs 6, stage 1 50, stage 2 52
-#: minutes of wall time with other jobs sharing the 2 cores; docs/defences/irad.md).
+#: ``small`` (default): a CPU preset; the shipped ``irad_cifar10`` weights took 69 minutes of CPU time on one thread
+#: (docs/defences/irad.md). ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU.
+#: ``smoke``: tiny networks on 256 images, a minute on a CPU core: checks that a run works end to end.
 PRESETS = {
-    "paper": IRADTrainingConfig(),
     "small": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128), pgd_steps=10,
                                 stage1_iterations=1500, stage1_batch=32, stage2_iterations=400, stage2_batch=32,
                                 checkpoint_every=100),
+    "paper": IRADTrainingConfig(),
+    "smoke": IRADTrainingConfig(blocks=1, features=16, hidden=(32,), samplenet_hidden=(32,), pgd_steps=2,
+                                stage1_iterations=20, stage1_batch=16, stage2_iterations=10, stage2_batch=16,
+                                checkpoint_every=10, images=256),
 }
 
 
@@ -134,7 +143,7 @@ class _IRAD(nn.Module):
 
 
 def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source: nn.Module, out_dir: str | Path,
-               device: str = "cpu") -> tuple[ImplicitRepresentation, SampleNet | None, dict]:
+               device: str | None = "cpu") -> tuple[ImplicitRepresentation, SampleNet | None, dict]:
     """Run both stages (each resumes from ``out_dir``); returns the networks and a training report.
 
     :param x: Training images, float32 ``(N, 3, H, W)`` in ``[0, 1]`` (never test images).
@@ -142,73 +151,77 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     :param source: Classifier on ``[0, 1]`` images that the pairs are crafted on and SampleNet is trained through.
     :param out_dir: Folder for the pairs cache, checkpoints and the log.
     """
-    out_dir = Path(out_dir)
-    distributed = Distributed.setup()
-    torch_device = torch.device(f"cuda:{distributed.local_rank}" if device == "cuda" and distributed.world > 1
-                                else device)
-    source = source.eval().to(torch_device).requires_grad_(False)
-    report: dict = {"config": dataclasses.asdict(config), "machine": platform.node(), "device": str(torch_device),
-                    "world": distributed.world, "images": len(x)}
-    began = time.perf_counter()
-    needs_pairs = config.task == "adversarial" or config.stage2_iterations > 0
+    context = RunContext.create(out_dir, device, config.seed)
+    source = source.eval().to(context.device).requires_grad_(False)
+    report: dict = {"config": dataclasses.asdict(config), **context.describe(), "images": len(x)}
     adversarial = None
-    if needs_pairs:
-        cache = out_dir / f"pairs_pgd{config.pgd_steps}_seed{config.seed}.npz"
-        if distributed.is_main:
-            adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step, config.pgd_steps,
-                                            seed=config.seed, device=str(torch_device))
-        distributed.barrier()
-        if adversarial is None:
-            with np.load(cache) as archive:
-                adversarial = archive["x_adv"]
+    if config.task == "adversarial" or config.stage2_iterations > 0:
+        began = time.perf_counter()
+        cache = pairs_cache_path(context.out_dir, source, x, y, config.pgd_eps, config.pgd_step, config.pgd_steps,
+                                 config.seed)
+        adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step, config.pgd_steps,
+                                        seed=config.seed, device=str(context.device), distributed=context.distributed)
         report["pairs_seconds"] = time.perf_counter() - began
     x_t = torch.from_numpy(x)
     adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255)
-    y_t = torch.from_numpy(y).long()
-
-    torch.manual_seed(config.seed)
-    representation = ImplicitRepresentation(config.blocks, config.features, config.hidden).to(torch_device)
-    model = distributed.wrap(representation, torch_device)
-    optimizer = torch.optim.Adam(representation.parameters(), lr=config.stage1_lr, betas=config.betas)
-
-    def stage1_step(i: int) -> float:
-        idx = batch_for_iteration(i, len(x), config.stage1_batch, config.seed, distributed.rank, distributed.world)
-        generator = iteration_generator(config.seed, i, distributed.rank)
-        clean = x_t[idx]
-        paired = adv_t[idx] if adv_t is not None else clean
-        clean, paired = (t.to(torch_device) for t in augment_pairs(generator, clean, paired))
-        inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
-        return descend(optimizer, F.l1_loss(model(inputs, size=clean.shape[-2:]), clean))
-
-    report["stage1_log"], report["stage1_seconds"] = run_iterations(
-        "stage 1 (implicit representation)", stage1_step, {"representation": representation}, optimizer,
-        config.stage1_iterations, Checkpoint(out_dir / "stage1.pt"), config.checkpoint_every, distributed)
-    representation.eval().requires_grad_(False)
-
+    representation = _train_representation(config, context, x_t, adv_t, report)
     samplenet = None
     if config.stage2_iterations > 0:
-        torch.manual_seed(config.seed + 1)
-        samplenet = SampleNet(config.features, config.samplenet_hidden, config.max_shift).to(torch_device)
-        irad = distributed.wrap(_IRAD(representation, samplenet), torch_device)
-        optimizer = torch.optim.Adam(samplenet.parameters(), lr=config.stage2_lr, betas=config.betas)
-
-        def stage2_step(i: int) -> float:
-            idx = batch_for_iteration(i, len(x), config.stage2_batch, config.seed + 1, distributed.rank,
-                                      distributed.world)
-            generator = iteration_generator(config.seed + 1, i, distributed.rank)
-            clean, paired = (t.to(torch_device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))
-            labels = y_t[idx].to(torch_device)
-            both = irad(torch.cat([clean, paired]))
-            return descend(optimizer, F.cross_entropy(source(both), torch.cat([labels, labels])))
-
-        report["stage2_log"], report["stage2_seconds"] = run_iterations(
-            "stage 2 (SampleNet)", stage2_step, {"samplenet": samplenet}, optimizer, config.stage2_iterations,
-            Checkpoint(out_dir / "stage2.pt"), config.checkpoint_every, distributed)
-        samplenet.eval().requires_grad_(False)
+        samplenet = _train_samplenet(config, context, representation, source, x_t, adv_t, torch.from_numpy(y).long(),
+                                     report)
     # Stage times include the time before any resume; the pairs' time is that of this run (crafting, or reading
     # them from the cache).
     report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
     return representation.cpu(), None if samplenet is None else samplenet.cpu(), report
+
+
+def _train_representation(config: IRADTrainingConfig, context: RunContext, x_t: torch.Tensor,
+                          adv_t: torch.Tensor | None, report: dict) -> ImplicitRepresentation:
+    torch.manual_seed(config.seed)
+    representation = ImplicitRepresentation(config.blocks, config.features, config.hidden).to(context.device)
+    model = context.wrap(representation)
+    optimisation = Optimisation(representation.parameters(), torch.optim.Adam(
+        representation.parameters(), lr=config.stage1_lr, betas=config.betas))
+    rank, world = context.distributed.rank, context.distributed.world
+
+    def step(i: int) -> float:
+        idx = batch_for_iteration(i, len(x_t), config.stage1_batch, config.seed, rank, world)
+        generator = iteration_generator(config.seed, i, rank)
+        clean = x_t[idx]
+        paired = adv_t[idx] if adv_t is not None else clean
+        clean, paired = (t.to(context.device) for t in augment_pairs(generator, clean, paired))
+        inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
+        return optimisation.step(F.l1_loss(model(inputs, size=clean.shape[-2:]), clean), i)
+
+    result = run_stage(context, "stage 1 (implicit representation)", "stage1", step,
+                       {"representation": representation}, optimisation, config.stage1_iterations,
+                       config.checkpoint_every)
+    report["stage1_log"], report["stage1_seconds"] = result.log, result.seconds
+    return representation.eval().requires_grad_(False)
+
+
+def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representation: ImplicitRepresentation,
+                     source: nn.Module, x_t: torch.Tensor, adv_t: torch.Tensor, y_t: torch.Tensor,
+                     report: dict) -> SampleNet:
+    torch.manual_seed(config.seed + 1)
+    samplenet = SampleNet(config.features, config.samplenet_hidden, config.max_shift).to(context.device)
+    irad = context.wrap(_IRAD(representation, samplenet))
+    optimisation = Optimisation(samplenet.parameters(), torch.optim.Adam(
+        samplenet.parameters(), lr=config.stage2_lr, betas=config.betas))
+    rank, world = context.distributed.rank, context.distributed.world
+
+    def step(i: int) -> float:
+        idx = batch_for_iteration(i, len(x_t), config.stage2_batch, config.seed + 1, rank, world)
+        generator = iteration_generator(config.seed + 1, i, rank)
+        clean, paired = (t.to(context.device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))
+        labels = y_t[idx].to(context.device)
+        both = irad(torch.cat([clean, paired]))
+        return optimisation.step(F.cross_entropy(source(both), torch.cat([labels, labels])), i)
+
+    result = run_stage(context, "stage 2 (SampleNet)", "stage2", step, {"samplenet": samplenet}, optimisation,
+                       config.stage2_iterations, config.checkpoint_every)
+    report["stage2_log"], report["stage2_seconds"] = result.log, result.seconds
+    return samplenet.eval().requires_grad_(False)
 
 
 def export_weights(representation: ImplicitRepresentation, samplenet: SampleNet | None, config: IRADTrainingConfig,
@@ -218,3 +231,25 @@ def export_weights(representation: ImplicitRepresentation, samplenet: SampleNet 
     if samplenet is not None:
         state.update({f"samplenet.{k}": v for k, v in samplenet.state_dict().items()})
     return save_safetensors(state, path, metadata={**config.architecture(), "provenance": provenance or {}})
+
+
+def run(config: IRADTrainingConfig, job: TrainingJob) -> dict:
+    """``art-purifiers train irad``: train on ``job``'s images through the source classifier, export if asked."""
+    source_name = job.options.get("source", "resnet32")
+    representation, samplenet, report = train_irad(config, job.x, job.y, load_victim(source_name), job.out_dir,
+                                                   job.device)
+    report.update(command=job.command, source=source_name)
+    if job.export is not None:
+        provenance = {k: report[k] for k in ("command", "machine", "device", "world", "images", "seconds", "source")}
+        report["sha256"] = export_weights(representation, samplenet, config, job.export, provenance)
+    return report
+
+
+TRAINER = Trainer(
+    method="irad",
+    summary="IRAD: implicit representation (stage 1), then SampleNet (stage 2)",
+    presets=PRESETS,
+    run=run,
+    options={"source": ("resnet32", "classifier the pairs are crafted on and SampleNet is trained through: a bundled "
+                                    "victim (resnet20, resnet32) or a checkpoint path")},
+)

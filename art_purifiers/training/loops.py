@@ -1,20 +1,19 @@
-"""Shared pieces of every trainer: adversarial pairs, data batches, checkpoints that resume, DDP, logging."""
+"""Shared data pieces of every trainer: PGD, adversarial pairs (cached under a key that names their inputs, crafted
+in shares across ranks), augmentation, and batches and random draws that are functions of the iteration."""
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from art_purifiers.keys import fingerprint
+from art_purifiers.training.framework import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -32,40 +31,93 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, ste
     return x_adv.detach()
 
 
+def pairs_cache_path(folder: str | Path, source: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, step: float,
+                     steps: int, seed: int) -> Path:
+    """Where the pairs of these inputs are cached: the file name is a key of everything that determines them (the
+    source model's weights, the images and labels, eps, step, steps and seed)."""
+    key = fingerprint("pairs-v2", source, x, y, float(eps), float(step), int(steps), seed)
+    return Path(folder) / f"pairs_{key}.npz"
+
+
 def adversarial_pairs(model: nn.Module, x: np.ndarray, y: np.ndarray, cache: str | Path | None, eps: float = 8 / 255,
                       step: float = 2 / 255, steps: int = 100, batch_size: int = 256, seed: int = 0,
-                      device: str = "cpu") -> np.ndarray:
+                      device: str = "cpu", distributed: Distributed | None = None) -> np.ndarray:
     """PGD adversarial examples of ``x`` (float32 NCHW in ``[0, 1]``) against ``model``, as uint8 images.
 
-    Stored with 8-bit quantisation, as DISCO stores its pairs (PNG). With ``cache``, finished batches are saved to
-    that ``.npz`` after every batch, so an interrupted run resumes where it stopped.
+    Stored with 8-bit quantisation, as DISCO stores its pairs (PNG). With ``cache`` (see :func:`pairs_cache_path`),
+    finished batches are saved after every batch, so an interrupted run resumes where it stopped. Under ``torchrun``
+    each rank crafts a contiguous share of the batches into its own part file, then every rank reads all parts: no
+    rank waits while another crafts everything. Batch ``k``'s random start comes from the ``k``-th draw of a
+    generator seeded with ``seed``, so the pairs do not depend on the number of ranks or on resuming.
     """
-    model = model.eval().to(device)
+    distributed = distributed or Distributed()
     cache = Path(cache) if cache is not None else None
-    out = np.zeros(x.shape, dtype=np.uint8)
-    done = 0
     if cache is not None and cache.is_file():
         with np.load(cache) as archive:
+            if int(archive["done"]) == len(x) and archive["x_adv"].shape == x.shape:
+                return archive["x_adv"]
+    starts = list(range(0, len(x), batch_size))
+    generator = torch.Generator().manual_seed(seed)
+    seeds = [int(torch.randint(2**62, (), generator=generator)) for _ in starts]
+    share = distributed.share(len(starts))
+    part = cache if cache is None or distributed.world == 1 else cache.with_suffix(
+        f".part{distributed.rank}of{distributed.world}.npz")
+    if cache is None and distributed.world > 1:
+        raise ValueError("Pairs crafted across ranks need a cache file to meet in.")
+    crafted = None
+    if len(share):
+        crafted = _craft_share(model.eval().to(device), x, y, part, [starts[k] for k in share],
+                               [seeds[k] for k in share], batch_size, eps, step, steps, device)
+    distributed.barrier()
+    return crafted if cache is None else _assemble(x, cache, distributed, starts)
+
+
+def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | None, starts: list[int],
+                 seeds: list[int], batch_size: int, eps: float, step: float, steps: int, device: str) -> np.ndarray:
+    """Craft the batches beginning at ``starts`` (resuming from ``part`` when given); returns them as uint8."""
+    first, last = starts[0], min(starts[-1] + batch_size, len(x))
+    out, done = np.zeros((last - first, *x.shape[1:]), dtype=np.uint8), 0
+    if part is not None and part.is_file():
+        with np.load(part) as archive:
             done = int(archive["done"])
             out[:done] = archive["x_adv"][:done]
-    generator = torch.Generator().manual_seed(seed)
-    for start in tqdm(range(0, len(x), batch_size), desc=f"PGD-{steps} pairs", disable=None):
+    for start, batch_seed in tqdm(list(zip(starts, seeds, strict=True)), desc=f"PGD-{steps} pairs", disable=None):
         stop = min(start + batch_size, len(x))
-        # Draw every batch's random start even when resuming, so resumed and fresh runs are identical.
-        batch_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (), generator=generator)))
-        if stop <= done:
+        if stop - first <= done:
             continue
         xb = torch.from_numpy(x[start:stop]).to(device)
         yb = torch.from_numpy(y[start:stop]).long().to(device)
-        x_adv = pgd_linf(model, xb, yb, eps, step, steps, batch_generator)
-        out[start:stop] = (x_adv.cpu().numpy() * 255).round().astype(np.uint8)
-        done = stop
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, x_adv=out, done=np.int64(done))
-            tmp.replace(cache)
+        x_adv = pgd_linf(model, xb, yb, eps, step, steps, torch.Generator().manual_seed(batch_seed))
+        out[start - first : stop - first] = (x_adv.cpu().numpy() * 255).round().astype(np.uint8)
+        done = stop - first
+        if part is not None:
+            _save_npz(part, x_adv=out, done=np.int64(done))
     return out
+
+
+def _assemble(x: np.ndarray, cache: Path, distributed: Distributed, starts: list[int]) -> np.ndarray:
+    """All ranks' parts as one array; rank 0 writes it to ``cache``."""
+    if distributed.world == 1:
+        with np.load(cache) as archive:
+            return archive["x_adv"]
+    out = np.zeros(x.shape, dtype=np.uint8)
+    for rank in range(distributed.world):
+        share = np.array_split(np.arange(len(starts)), distributed.world)[rank]
+        if len(share):
+            with np.load(cache.with_suffix(f".part{rank}of{distributed.world}.npz")) as archive:
+                first = starts[share[0]]
+                out[first : first + len(archive["x_adv"])] = archive["x_adv"]
+    distributed.barrier()
+    if distributed.is_main:
+        _save_npz(cache, x_adv=out, done=np.int64(len(x)))
+    return out
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
 
 
 def augment_pairs(generator: torch.Generator, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -100,105 +152,3 @@ def batch_for_iteration(iteration: int, n: int, batch_size: int, seed: int, rank
     return order[start : start + batch_size]
 
 
-@dataclass
-class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def setup(cls) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls()
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
-        if self.world == 1:
-            return module
-        ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
-    """One optimiser step on ``loss``; returns its value."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-
-class Checkpoint:
-    """Training state in one file, written atomically; loaded with ``weights_only=True`` (no pickled code)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-
-    def load(self) -> dict | None:
-        if not self.path.is_file():
-            return None
-        return torch.load(self.path, map_location="cpu", weights_only=True)
-
-    def save(self, state: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
-
-
-def run_iterations(name: str, step: Callable[[int], float], modules: dict[str, nn.Module],
-                   optimizer: torch.optim.Optimizer, iterations: int, checkpoint: Checkpoint, every: int,
-                   distributed: Distributed, log_every: int = 50) -> tuple[list[tuple[int, float]], float]:
-    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from ``checkpoint``.
-
-    The checkpoint holds the modules' and optimizer's states, the iteration, the loss log and the seconds spent
-    so far; it is written every ``every`` iterations and at the end (by rank 0). Returns the loss log
-    ``[(iteration, mean loss)]`` and the stage's wall time in seconds, including the time before any resume
-    (up to the checkpoint it resumed from; checkpoints without it count from the resume).
-    """
-    state = checkpoint.load()
-    start, log, before = 0, [], 0.0
-    if state is not None:
-        for key, module in modules.items():
-            module.load_state_dict(state["modules"][key])
-        optimizer.load_state_dict(state["optimizer"])
-        start, log = int(state["iteration"]), [tuple(item) for item in state["log"].tolist()]
-        before = float(state.get("seconds", 0.0))
-        logger.info("%s: resumed at iteration %d", name, start)
-    began = time.perf_counter()
-
-    def elapsed() -> float:
-        return before + time.perf_counter() - began
-
-    def save(iteration: int) -> None:
-        if distributed.is_main:
-            checkpoint.save({"modules": {k: m.state_dict() for k, m in modules.items()},
-                             "optimizer": optimizer.state_dict(), "iteration": iteration,
-                             "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
-                             "seconds": elapsed()})
-
-    losses: list[float] = []
-    progress = tqdm(range(start, iterations), desc=name, initial=start, total=iterations,
-                    disable=None if distributed.is_main else True)
-    for i in progress:
-        losses.append(step(i))
-        if (i + 1) % log_every == 0 or i + 1 == iterations:
-            log.append((i + 1, float(np.mean(losses))))
-            progress.set_postfix(loss=f"{log[-1][1]:.4f}")
-            logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], elapsed())
-            losses = []
-        if (i + 1) % every == 0 or i + 1 == iterations:
-            save(i + 1)
-    return log, elapsed()

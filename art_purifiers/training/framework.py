@@ -1,0 +1,307 @@
+"""The training framework every trainer runs on: a run context (device, DDP, output folder, log, checkpoints),
+an optimisation step (learning-rate schedule, gradient clipping, mixed precision, EMA of weights) and stages that
+resume exactly from their checkpoints, with progress bars and a validation hook.
+
+A trainer builds its networks, then runs one :func:`run_stage` per stage::
+
+    context = RunContext.create(out_dir, device="cpu", seed=0)
+    optimisation = Optimisation(model.parameters(), torch.optim.AdamW(...), Schedule(total=1000, warmup=50))
+    log, seconds = run_stage(context, "stage 1", step, {"model": model}, optimisation, iterations=1000)
+
+``step(i)`` computes the loss of iteration ``i`` (drawing its batch and random numbers from ``i`` alone, see
+:func:`~art_purifiers.training.loops.iteration_generator`) and returns ``optimisation.step(loss, i)``, so a resumed
+run draws exactly what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from art_purifiers.checks import check_choice, check_integer, check_number
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def setup(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, module: nn.Module, device: torch.device) -> nn.Module:
+        if self.world == 1:
+            return module
+        ids = [device.index] if device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def share(self, n: int) -> np.ndarray:
+        """This rank's contiguous share of ``range(n)`` (for work split across ranks, e.g. crafting pairs)."""
+        return np.array_split(np.arange(n), self.world)[self.rank]
+
+
+@dataclass
+class RunContext:
+    """Where and how one training run happens: output folder, device, this process's rank, seed."""
+
+    out_dir: Path
+    device: torch.device
+    distributed: Distributed
+    seed: int = 0
+
+    @classmethod
+    def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0) -> RunContext:
+        """Set up DDP under ``torchrun`` (one CUDA device per rank), the output folder and its ``train.log``.
+
+        :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        """
+        distributed = Distributed.setup()
+        name = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_choice("device", name.split(":")[0], ("cpu", "cuda"))
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
+        torch_device = torch.device(f"cuda:{distributed.local_rank}" if name == "cuda" and distributed.world > 1
+                                    else name)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        context = cls(out_dir, torch_device, distributed, check_integer("seed", seed, minimum=0))
+        context._log_to_file()
+        return context
+
+    def _log_to_file(self) -> None:
+        path = (self.out_dir / "train.log").resolve()
+        root = logging.getLogger()
+        if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
+            root.addHandler(logging.FileHandler(path))
+        root.setLevel(logging.INFO)
+
+    def checkpoint(self, name: str) -> Checkpoint:
+        return Checkpoint(self.out_dir / f"{name}.pt")
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        """``module`` on this run's device, wrapped in DDP under ``torchrun``."""
+        return self.distributed.wrap(module.to(self.device), self.device)
+
+    def describe(self) -> dict:
+        """Machine, device and world size, for reports and weight provenance."""
+        return {"machine": platform.node(), "device": str(self.device), "world": self.distributed.world}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate factor per iteration: linear warm-up over ``warmup`` iterations, then constant or a cosine
+    decay to ``minimum`` times the base rate at ``total``."""
+
+    total: int
+    warmup: int = 0
+    kind: str = "cosine"
+    minimum: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_integer("total", self.total, minimum=1)
+        check_integer("warmup", self.warmup, minimum=0, maximum=self.total)
+        check_choice("kind", self.kind, ("constant", "cosine"))
+        check_number("minimum", self.minimum, minimum=0, maximum=1)
+
+    def factor(self, iteration: int) -> float:
+        if iteration < self.warmup:
+            return (iteration + 1) / self.warmup
+        if self.kind == "constant":
+            return 1.0
+        progress = min(1.0, (iteration - self.warmup) / max(1, self.total - self.warmup))
+        return self.minimum + (1 - self.minimum) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of a module's weights (buffers copied): ``average = decay * average + (1 - decay)
+    * current`` after every step. :attr:`module` is the averaged copy, for validation and export."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = check_number("ema decay", decay, minimum=0, maximum=1, open_maximum=True)
+        self.source = module
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self) -> None:
+        averaged = self.module.state_dict()
+        for key, value in self.source.state_dict().items():
+            if value.is_floating_point():
+                averaged[key].lerp_(value.detach(), 1 - self.decay)
+            else:
+                averaged[key].copy_(value)
+
+
+class Optimisation:
+    """One optimiser step with the shared options: a learning-rate :class:`Schedule`, gradient-norm clipping,
+    mixed precision (bfloat16 autocast, CUDA only: on CPU it would only slow things down) and an :class:`EMA`.
+
+    :param parameters: The trained parameters (for clipping).
+    :param optimizer: A torch optimiser over them; its learning rates are the base rates of the schedule.
+    :param schedule: ``None``: constant learning rate.
+    :param clip_norm: Maximum global gradient norm, or ``None``.
+    :param mixed_precision: Autocast the forward pass to bfloat16 on CUDA.
+    :param ema: An :class:`EMA` updated after each step, or ``None``.
+    """
+
+    def __init__(self, parameters: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer,
+                 schedule: Schedule | None = None, clip_norm: float | None = None, mixed_precision: bool = False,
+                 ema: EMA | None = None) -> None:
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.optimizer, self.schedule, self.ema = optimizer, schedule, ema
+        self.clip_norm = None if clip_norm is None else check_number("clip_norm", clip_norm, 0, open_minimum=True)
+        self.mixed_precision = mixed_precision
+        self.base_rates = [group["lr"] for group in optimizer.param_groups]
+
+    def autocast(self, device: torch.device):
+        """The forward pass's precision context."""
+        if self.mixed_precision and device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, loss: torch.Tensor, iteration: int) -> float:
+        """Back-propagate ``loss`` and update; returns its value (refuses a non-finite loss)."""
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss {value} at iteration {iteration}.")
+        factor = 1.0 if self.schedule is None else self.schedule.factor(iteration)
+        for group, base in zip(self.optimizer.param_groups, self.base_rates, strict=True):
+            group["lr"] = base * factor
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        return value
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and "ema" in state:
+            self.ema.module.load_state_dict(state["ema"])
+
+
+class Checkpoint:
+    """Training state in one file, written atomically; loaded with ``weights_only=True`` (no pickled code)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> dict | None:
+        if not self.path.is_file():
+            return None
+        try:
+            return torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated files and refused pickles raise many types
+            raise ValueError(f"Checkpoint {self.path} cannot be read ({error}); delete it to restart the stage.") \
+                from error
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+
+
+#: A validation hook: ``validate(iteration) -> {metric: value}``, run on rank 0.
+Validation = Callable[[int], dict]
+
+
+@dataclass
+class StageResult:
+    """What a stage did: the loss log ``[(iteration, mean loss)]``, its wall time in seconds (including the time
+    before any resume) and the validation log ``[(iteration, metrics)]`` of this run."""
+
+    log: list[tuple[int, float]]
+    seconds: float
+    validations: list[tuple[int, dict]]
+
+
+def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[int], float],
+              modules: dict[str, nn.Module], optimisation: Optimisation, iterations: int, every: int = 100,
+              log_every: int = 50, validate: Validation | None = None, validate_every: int = 0) -> StageResult:
+    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from the stage's checkpoint.
+
+    The checkpoint (``<out_dir>/<checkpoint>.pt``) holds the modules, the optimisation state (optimiser, EMA), the
+    iteration, the loss log and the seconds spent so far; rank 0 writes it every ``every`` iterations and at the end.
+    ``validate`` runs on rank 0 every ``validate_every`` iterations (0: never).
+    """
+    checkpoint = context.checkpoint(checkpoint)
+    state = checkpoint.load()
+    start, log, before, validations = 0, [], 0.0, []
+    if state is not None:
+        for key, module in modules.items():
+            module.load_state_dict(state["modules"][key])
+        optimisation.load_state_dict(state.get("optimisation", {"optimizer": state.get("optimizer")}))
+        start, log = int(state["iteration"]), [tuple(item) for item in state["log"].tolist()]
+        before = float(state.get("seconds", 0.0))
+        logger.info("%s: resumed at iteration %d", name, start)
+    began = time.perf_counter()
+    is_main = context.distributed.is_main
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - began
+
+    def save(iteration: int) -> None:
+        if is_main:
+            checkpoint.save({"modules": {k: m.state_dict() for k, m in modules.items()},
+                             "optimisation": optimisation.state_dict(), "iteration": iteration,
+                             "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
+                             "seconds": elapsed()})
+
+    losses: list[float] = []
+    progress = tqdm(range(start, iterations), desc=name, initial=start, total=iterations, disable=None if is_main
+                    else True)
+    for i in progress:
+        losses.append(step(i))
+        if (i + 1) % log_every == 0 or i + 1 == iterations:
+            log.append((i + 1, float(np.mean(losses))))
+            progress.set_postfix(loss=f"{log[-1][1]:.4f}")
+            logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], elapsed())
+            losses = []
+        if validate is not None and is_main and validate_every and (i + 1) % validate_every == 0:
+            metrics = validate(i + 1)
+            validations.append((i + 1, metrics))
+            logger.info("%s it %d validation %s", name, i + 1, metrics)
+        if (i + 1) % every == 0 or i + 1 == iterations:
+            save(i + 1)
+    return StageResult(log, elapsed(), validations)

@@ -1,0 +1,107 @@
+"""Trainers register here: their presets, their own options and one ``run`` function, so that
+``art-purifiers train METHOD --preset P [--set key=value ...]`` works for every method the same way."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from art_purifiers.checks import check_integer, check_number
+
+
+@dataclass
+class TrainingJob:
+    """What the command line hands a trainer besides its configuration.
+
+    :param x: Training images, float32 ``(N, 3, H, W)`` in ``[0, 1]`` (never test images).
+    :param y: Their labels ``(N,)``.
+    :param out_dir: Folder for caches, checkpoints, the log and the report.
+    :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+    :param export: Where to write the weights when done (``.safetensors``), or ``None``.
+    :param command: The command that started the run (recorded with the weights).
+    :param options: The trainer's own options (e.g. IRAD's ``source``), as strings.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    out_dir: Path
+    device: str | None = None
+    export: Path | None = None
+    command: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A method's trainer.
+
+    :param method: The name after ``art-purifiers train``.
+    :param summary: One line for ``--help``.
+    :param presets: ``{name: configuration}``; configurations are frozen dataclasses that check themselves.
+    :param run: ``run(config, job) -> report`` trains, writes ``job.export`` when set and returns a JSON-able report.
+    :param options: The trainer's own string options, ``{name: (default, help)}``.
+    """
+
+    method: str
+    summary: str
+    presets: Mapping[str, object]
+    run: Callable[[object, TrainingJob], dict]
+    options: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def default_preset(self) -> str:
+        return next(iter(self.presets))
+
+
+def configurable_fields(config) -> dict[str, object]:
+    """The fields of a configuration that ``--set`` may change, with their values in ``config``."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "extra"}
+
+
+def _coerce(name: str, text: str, current):
+    value = text
+    if not isinstance(current, str):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"--set {name}={text}: not a Python literal.") from error
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"--set {name}: expected True or False, got {text!r}.")
+        return value
+    if isinstance(current, int):
+        return check_integer(name, value)
+    if isinstance(current, float):
+        return check_number(name, value)
+    if isinstance(current, tuple):
+        if not isinstance(value, (tuple, list)):
+            raise ValueError(f"--set {name}: expected a tuple such as (1, 2), got {text!r}.")
+        return tuple(value)
+    return value
+
+
+def apply_overrides(config, assignments: Sequence[str]):
+    """``config`` with ``key=value`` assignments applied (values parsed as Python literals and checked against the
+    field's current type); the configuration's own checks run on the result.
+
+    :raises ValueError: An unknown key, a malformed assignment or a value of the wrong type or range.
+    """
+    fields = configurable_fields(config)
+    changes = {}
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set takes key=value, got {assignment!r}.")
+        if key not in fields:
+            raise ValueError(f"Unknown setting {key!r}; settings: {sorted(fields)}.")
+        changes[key] = _coerce(key, text.strip(), fields[key])
+    try:
+        return dataclasses.replace(config, **changes)
+    except TypeError as error:
+        raise ValueError(f"Bad settings {changes}: {error}") from error
