@@ -18,7 +18,7 @@ DEFAULTS = {"defence": ["resampling"], "threat": ["clean", "oblivious"], "attack
 
 
 def _evaluate_parser(sub) -> None:
-    from art_purifiers.evaluation import ATTACKS, FORMATS, THREATS
+    from art_purifiers.evaluation.names import ATTACKS, FORMATS, THREATS
 
     p = sub.add_parser(
         "evaluate",
@@ -190,13 +190,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from art_purifiers.defences import make_defence, parse_defence_spec
+    from art_purifiers.defences import check_defence_spec, make_defence
     from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate
     from art_purifiers.evaluation.report import describe_data
     from art_purifiers.models import load_victim
 
     for spec in args.defence:
-        parse_defence_spec(spec)
+        check_defence_spec(spec)
     specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
                         random_start=not args.no_random_start)
              for name in args.attack for eps in args.eps_values]
@@ -245,7 +245,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_parser(sub) -> None:
+def _train_parser(sub, full: bool) -> None:
+    """The train command; its per-method options only when ``full`` (they import the trainers, hence torch)."""
+    if not full:
+        sub.add_parser("train", help="build a defence's weights (art-purifiers train --help lists the methods)")
+        return
     from art_purifiers.training import TRAINERS
     from art_purifiers.training.registry import configurable_fields
 
@@ -317,12 +321,13 @@ def run_convert_victim(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from art_purifiers.evaluation import FORMATS
+    from art_purifiers.evaluation.names import FORMATS
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="art-purifiers", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _evaluate_parser(sub)
-    _train_parser(sub)
+    _train_parser(sub, full=argv[:1] == ["train"])
     merge = sub.add_parser("merge", help="merge the JSON tables of evaluate --shard runs into one table")
     merge.add_argument("tables", nargs="+", help="JSON files written by evaluate --json")
     merge.add_argument("--format", default="text", choices=FORMATS)

@@ -21,6 +21,7 @@ __all__ = [
     "DIPPreprocessor",
     "IRADPreprocessor",
     "ResamplingPreprocessor",
+    "check_defence_spec",
     "make_defence",
     "parse_defence_spec",
 ]
@@ -65,17 +66,11 @@ def _art_defence(preprocessor: str = "", **kwargs) -> ARTPreprocessor:
     return ARTPreprocessor(preprocessor, options=options, **base)
 
 
-def make_defence(spec: str, victim=None, **overrides) -> Defence:
-    """Build a defence from a spec string (``NAME[:key=value,...]`` or ``art:CLASS[:key=value,...]``).
-
-    ``overrides`` (e.g. ``device_type``, ``weights``) are added to the arguments of defences that take them, and
-    ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP).
-
-    :raises ValueError: Unknown defence or parameter, or a parameter the defence refuses.
-    """
+def _resolve(spec: str) -> tuple[str, Callable[..., Defence], dict, set[str]]:
+    """``(name, factory, arguments, accepted parameter names)`` of a spec; unknown names and parameters raise."""
     name, kwargs = parse_defence_spec(spec)
     if name == "art":
-        return _art_defence(**{**kwargs, **{k: v for k, v in overrides.items() if k in _BASE_OPTIONS}})
+        return name, _art_defence, kwargs, {"preprocessor", *_BASE_OPTIONS, *kwargs}
     if name not in DEFENCES:
         raise ValueError(f"Unknown defence {name!r}; available: {sorted(DEFENCES)} and art:{sorted(ART_DEFENCES)}.")
     factory = DEFENCES[name]
@@ -87,6 +82,23 @@ def make_defence(spec: str, victim=None, **overrides) -> Defence:
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"Unknown parameter(s) {unknown} for defence {name!r}; its parameters: {sorted(accepted)}.")
+    return name, factory, kwargs, accepted
+
+
+def check_defence_spec(spec: str) -> None:
+    """Raise ``ValueError`` for a spec naming an unknown defence or parameter, without building anything."""
+    _resolve(spec)
+
+
+def make_defence(spec: str, victim=None, **overrides) -> Defence:
+    """Build a defence from a spec string (``NAME[:key=value,...]`` or ``art:CLASS[:key=value,...]``).
+
+    ``overrides`` (e.g. ``device_type``, ``weights``) are added to the arguments of defences that take them, and
+    ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP).
+
+    :raises ValueError: Unknown defence or parameter, or a parameter the defence refuses.
+    """
+    name, factory, kwargs, accepted = _resolve(spec)
     if "weights" in overrides and "weights" not in accepted:
         raise ValueError(f"Defence {name!r} has no weights.")
     if "classifier" in accepted:

@@ -1,30 +1,24 @@
 """Robustness evaluation on top of ART's attacks: threat models, attacks, result tables."""
 
-from art_purifiers.evaluation.attacks import ATTACKS, AttackSpec, CWMarginLoss, parse_eps, project_to_ball
-from art_purifiers.evaluation.autoattack import StandardAutoAttack
-from art_purifiers.evaluation.decision import BudgetedHopSkipJump
-from art_purifiers.evaluation.eot import EOTClassifier
-from art_purifiers.evaluation.fab import FABTargeted
-from art_purifiers.evaluation.report import FORMATS, ResultRow, ResultTable
-from art_purifiers.evaluation.runner import THREATS, AdversarialCache, accuracy, art_classifier, correct, evaluate
+from art_purifiers.evaluation.names import ATTACKS, FORMATS, THREATS
+from art_purifiers.lazy import lazy_exports
 
-__all__ = [
-    "ATTACKS",
-    "FORMATS",
-    "THREATS",
-    "AdversarialCache",
-    "AttackSpec",
-    "BudgetedHopSkipJump",
-    "CWMarginLoss",
-    "EOTClassifier",
-    "FABTargeted",
-    "ResultRow",
-    "ResultTable",
-    "StandardAutoAttack",
-    "accuracy",
-    "art_classifier",
-    "correct",
-    "evaluate",
-    "parse_eps",
-    "project_to_ball",
-]
+_EXPORTS = {
+    "AttackSpec": "art_purifiers.evaluation.attacks",
+    "CWMarginLoss": "art_purifiers.evaluation.attacks",
+    "parse_eps": "art_purifiers.evaluation.attacks",
+    "project_to_ball": "art_purifiers.evaluation.attacks",
+    "StandardAutoAttack": "art_purifiers.evaluation.autoattack",
+    "BudgetedHopSkipJump": "art_purifiers.evaluation.decision",
+    "EOTClassifier": "art_purifiers.deploy",
+    "FABTargeted": "art_purifiers.evaluation.fab",
+    "ResultRow": "art_purifiers.evaluation.report",
+    "ResultTable": "art_purifiers.evaluation.report",
+    "AdversarialCache": "art_purifiers.evaluation.runner",
+    "accuracy": "art_purifiers.evaluation.runner",
+    "art_classifier": "art_purifiers.evaluation.runner",
+    "correct": "art_purifiers.evaluation.runner",
+    "evaluate": "art_purifiers.evaluation.runner",
+}
+__all__ = ["ATTACKS", "FORMATS", "THREATS", *_EXPORTS]
+__getattr__ = lazy_exports(__name__, _EXPORTS)

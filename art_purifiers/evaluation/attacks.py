@@ -12,9 +12,7 @@ from art.estimators.classification import PyTorchClassifier
 
 from art_purifiers.evaluation.autoattack import StandardAutoAttack
 from art_purifiers.evaluation.losses import CWMarginLoss, with_loss
-
-#: Attacks accepted by :class:`AttackSpec` (HopSkipJump is the ``decision`` threat model's own attack).
-ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
+from art_purifiers.evaluation.names import ATTACKS
 
 
 def parse_eps(text: str | float) -> float:

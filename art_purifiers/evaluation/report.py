@@ -7,6 +7,8 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 
+from art_purifiers.evaluation.names import FORMATS
+
 
 def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | None = None,
                   split: str = "test") -> str:
@@ -15,8 +17,6 @@ def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | N
     return text + (f" (shard {shard[0]}/{shard[1]})" if shard is not None and shard[1] > 1 else "")
 
 
-#: Output formats of :meth:`ResultTable.render`.
-FORMATS = ("text", "markdown", "json", "csv")
 
 
 @dataclass

@@ -35,14 +35,13 @@ from tqdm.auto import tqdm
 from art_purifiers.deploy import Defence, Deployment
 from art_purifiers.evaluation.attacks import AttackSpec
 from art_purifiers.evaluation.decision import BudgetedHopSkipJump
+from art_purifiers.evaluation.names import THREATS
 from art_purifiers.evaluation.norms import within_budget
 from art_purifiers.evaluation.report import ResultRow, ResultTable
 from art_purifiers.keys import fingerprint
 
 logger = logging.getLogger(__name__)
 
-#: Threat models of :func:`evaluate`, in the order their rows appear.
-THREATS = ("clean", "oblivious", "bpda", "adaptive", "eot", "decision")
 NO_VICTIM_DEFENCE = "none"
 
 
