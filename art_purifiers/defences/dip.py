@@ -59,8 +59,13 @@ class _DIPDefence(PurifierPreprocessor):
         return self.purify_with_seeds(x, seeds)
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Purify ``x`` with image ``i``'s network and noise drawn from ``seeds[i]`` alone (the result for an image
-        does not depend on the other images of the batch)."""
+        """Purify ``x`` ``(n, C, H, W)`` with image ``i``'s network and noise drawn from ``seeds[i]`` alone.
+
+        The result for an image does not depend on the other images of the batch: on CPU with one thread it is
+        bitwise the same (DIPDefend at its defaults, 1000 iterations: 0 between a batch of four and one at a time,
+        where a fused Adam and a separate lone-network convolution had given up to 0.19). With several threads or
+        on a GPU the matrix library may round a lone network's products differently, and DIP's optimisation
+        amplifies such last-bit differences (see ``docs/defences/dip.md``)."""
         raise NotImplementedError
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:

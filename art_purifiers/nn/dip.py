@@ -9,8 +9,10 @@ normalises each network's channels over its own image, exactly what a DIP networ
 same initial weights, inputs and an element-wise optimiser such as Adam on the *sum* of the per-image losses).
 
 On CPU a grouped ``F.conv2d`` with ``n`` groups is slow (it gains little or nothing per image over ``n`` separate
-networks), so there the convolutions of ``n > 1`` networks are batched matrix products: ``1 x 1`` convolutions
-directly, larger kernels over im2col patches (:class:`_BatchedConv2d`). Elsewhere (CUDA) they stay grouped.
+networks), so there the convolutions are batched matrix products: ``1 x 1`` convolutions directly, larger kernels
+over im2col patches (:class:`_BatchedConv2d`). A lone network takes them too, and Adam is the single-tensor
+implementation, so that on CPU with one thread a network's trace is bitwise the same whatever the batch around it
+(DIP's optimisation amplifies last-bit differences into different images). Elsewhere (CUDA) they stay grouped.
 """
 
 from __future__ import annotations
@@ -180,7 +182,10 @@ class _Conv(nn.Module):
         if pad:
             x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
         n, _, h, w = x.shape
-        if n == 1 or x.device.type != "cpu":
+        # One network takes the batched products too, on CPU: F.conv2d rounds its gradients differently, and DIP's
+        # optimisation amplifies a last-bit difference into a different image (up to 0.2 on DIPDefend's trace
+        # after 1000 iterations), so a network's result would depend on how many others share its batch.
+        if x.device.type != "cpu":
             out = F.conv2d(x.reshape(1, -1, h, w), self.weight, self.bias, stride=self.stride, groups=n)
             return out.view(n, self.cout, *out.shape[-2:])
         if self.kernel == 1 and self.stride == 1:
@@ -302,13 +307,13 @@ def _groups(n: int, config: SkipNetConfig, out_channels: int, device: torch.devi
 
 
 def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam, fused on CPU where this torch has it (2.4+): the default CPU implementation makes many passes over
-    every parameter tensor, which costs more than the networks' own products at large ``n``."""
+    """Adam, one tensor at a time (not fused) on CPU: the fused kernel rounds the vectorised body and the scalar tail
+    of a tensor differently, so a network's update would depend on where its slice falls in the batch's tensor, and
+    DIP's optimisation amplifies that last-bit difference into a different image. The element-wise kernels of the
+    single-tensor implementation round alike everywhere; they cost about 5-10% more time per iteration at 64
+    networks (measured on the 2-core machine)."""
     if device.type == "cpu":
-        try:
-            return torch.optim.Adam(parameters, lr=lr, fused=True)
-        except RuntimeError:
-            pass
+        return torch.optim.Adam(parameters, lr=lr, foreach=False, fused=False)
     return torch.optim.Adam(parameters, lr=lr)
 
 
