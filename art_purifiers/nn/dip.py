@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from art_purifiers.checks import check_integer
+
 
 @dataclass(frozen=True)
 class SkipNetConfig:
@@ -43,8 +45,39 @@ class SkipNetConfig:
     kernel: int = 3
 
     def __post_init__(self) -> None:
+        if not isinstance(self.channels, Sequence) or not isinstance(self.skip, Sequence):
+            raise ValueError(f"channels and skip must be sequences of integers, got {self.channels!r}, {self.skip!r}.")
         if len(self.channels) != len(self.skip) or not self.channels:
             raise ValueError("channels and skip need one entry per scale.")
+        # Frozen: normalise through object.__setattr__ (numpy integers become int, lists become tuples).
+        object.__setattr__(self, "channels", tuple(check_integer(f"channels[{i}]", c, minimum=1)
+                                                   for i, c in enumerate(self.channels)))
+        object.__setattr__(self, "skip", tuple(check_integer(f"skip[{i}]", c, minimum=0)
+                                               for i, c in enumerate(self.skip)))
+        object.__setattr__(self, "input_depth", check_integer("input_depth", self.input_depth, minimum=1))
+        kernel = check_integer("kernel", self.kernel, minimum=1)
+        if kernel % 2 == 0:  # "same" padding of an even kernel would grow the maps by one pixel per convolution
+            raise ValueError(f"kernel must be odd, got {kernel}.")
+        object.__setattr__(self, "kernel", kernel)
+
+    @property
+    def min_side(self) -> int:
+        """Smallest image side the network accepts: each of its ``len(channels)`` stride-2 stages halves a side
+        (rounding up), and training-mode batch norm needs coarsest maps of at least 2x2 (a 1x1 map has one value
+        per channel, whose variance is undefined), so a side needs more than ``2**len(channels)`` pixels."""
+        return 2 ** len(self.channels) + 1
+
+
+def check_image_size(config: SkipNetConfig, height: int, width: int, owner: str = "The DIP network") -> None:
+    """Raise ``ValueError`` unless ``height x width`` images are large enough for ``config``
+    (:attr:`SkipNetConfig.min_side`); ``owner`` names what is refusing them."""
+    side = config.min_side
+    if height < side or width < side:
+        raise ValueError(
+            f"{owner} needs images of at least {side}x{side} pixels (its {len(config.channels)} down-sampling "
+            f"stages must leave coarsest maps of at least 2x2 for batch norm), got {height}x{width}; use a network "
+            "with fewer scales for smaller images."
+        )
 
 
 #: Network sizes of the sensitivity study (the paper's Table 3 names small/medium/large; its exact widths were
@@ -340,6 +373,7 @@ def dip_trace(
     caller's mode.
     """
     n, c, h, w = images.shape
+    check_image_size(config, h, w)
     device = images.device
     target = images.detach()
     with torch.enable_grad():
