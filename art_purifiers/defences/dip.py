@@ -220,8 +220,8 @@ class DIPPreprocessor(_DIPDefence):
 
     def _check_params(self) -> None:
         super()._check_params()
-        is_module = isinstance(self.classifier, nn.Module)
-        if not is_module and not callable(getattr(self.classifier, "predict", None)):
+        # Refused here rather than at the first call, where None fails as an AttributeError deep in a fit.
+        if not isinstance(self.classifier, nn.Module) and not callable(getattr(self.classifier, "predict", None)):
             raise ValueError(
                 "classifier must be a torch nn.Module taking [0, 1] images and returning logits, or an ART "
                 f"classifier (an object with a predict method), got {type(self.classifier).__name__}."
