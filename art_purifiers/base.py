@@ -26,9 +26,13 @@ import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from torch import nn
 
+from art_purifiers.checks import check_integer, check_number
 from art_purifiers.deploy import GRADIENT_MODES, Defence, Deployment
 
-__all__ = ["GRADIENT_MODES", "PurifierPreprocessor"]
+__all__ = ["GRADIENT_MODES", "MAX_SEED", "PurifierPreprocessor"]
+
+#: Largest accepted ``seed``: ``torch.Generator.manual_seed`` takes a 64-bit integer.
+MAX_SEED = 2**63 - 1
 
 
 class PurifierPreprocessor(PreprocessorPyTorch, Defence):
@@ -150,22 +154,26 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
 
     def _check_params(self) -> None:
         self._check_defence()
-        if not isinstance(self.batch_size, (int, np.integer)) or isinstance(self.batch_size, bool):
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}.")
-        if (
-            not isinstance(self.clip_values, (tuple, list, np.ndarray))
-            or len(self.clip_values) != 2
-            or not float(self.clip_values[0]) < float(self.clip_values[1])
-        ):
-            raise ValueError(f"clip_values must be a pair (min, max) with min < max, got {self.clip_values!r}.")
-        if not isinstance(self.channels, (int, np.integer)) or self.channels < 1:
-            raise ValueError(f"channels must be a positive integer, got {self.channels!r}.")
+        self.batch_size = check_integer("batch_size", self.batch_size, minimum=1)
+        self.clip_values = self._checked_clip_values(self.clip_values)
+        self.channels = check_integer("channels", self.channels, minimum=1)
         if self.channels_first is not True:
             raise ValueError("Only channels-first (NCHW) input is supported: channels_first must be True.")
-        if self.seed is not None and (not isinstance(self.seed, (int, np.integer)) or self.seed < 0):
-            raise ValueError(f"seed must be None or a non-negative integer, got {self.seed!r}.")
+        if self.seed is not None:
+            # torch.Generator.manual_seed takes 64 bits; [0, 2**63 - 1] is what every platform accepts.
+            self.seed = check_integer("seed", self.seed, minimum=0, maximum=MAX_SEED)
+
+    @staticmethod
+    def _checked_clip_values(clip_values) -> tuple[float, float]:
+        """``clip_values`` as ``(min, max)`` floats, both finite (an infinite bound would switch the input range
+        check off) with ``min < max``."""
+        if not isinstance(clip_values, (tuple, list, np.ndarray)) or len(clip_values) != 2:
+            raise ValueError(f"clip_values must be a pair (min, max) with min < max, got {clip_values!r}.")
+        low = check_number("clip_values[0] (min)", clip_values[0])
+        high = check_number("clip_values[1] (max)", clip_values[1])
+        if not low < high:
+            raise ValueError(f"clip_values must be a pair (min, max) with min < max, got {clip_values!r}.")
+        return low, high
 
     # ----------------------------------------------------------------------------------------------
     # Shared machinery
@@ -217,8 +225,17 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     def _purify_in_chunks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = float(self.clip_values[0]), float(self.clip_values[1])
         with torch.enable_grad() if self.needs_grad else contextlib.nullcontext():
-            out = [self.purify(chunk, generator).clamp(low, high) for chunk in self._chunks(x)]
+            out = [self._finite(self.purify(chunk, generator)).clamp(low, high) for chunk in self._chunks(x)]
         return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+
+    def _finite(self, purified: torch.Tensor) -> torch.Tensor:
+        """``purified`` unchanged if every value is finite; else raise. Checked before clipping, which would turn
+        an infinity into a valid-looking pixel (NaN would pass through it and be scored as a prediction)."""
+        if not bool(torch.isfinite(purified.detach()).all()):
+            raise ValueError(
+                f"{type(self).__name__} produced non-finite values; check its weights and parameters."
+            )
+        return purified
 
     def __repr__(self) -> str:
         args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.params)

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, dip_snapshots, dip_trace
+from art_purifiers.checks import check_integer, check_number
+from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, check_image_size, dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
 
 #: DIPDefend's CIFAR network: a 3-scale hourglass without skip connections, noise input of depth 1.
@@ -55,12 +56,19 @@ class _DIPDefence(PurifierPreprocessor):
         return DIP_PRESETS[self.network] if isinstance(self.network, str) else self.network
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # Up front, naming the defence: too small an image would otherwise fail inside batch norm.
+        check_image_size(self.network_config, x.shape[-2], x.shape[-1], type(self).__name__)
         seeds = torch.randint(0, 2**62, (len(x),), generator=generator).tolist()
         return self.purify_with_seeds(x, seeds)
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        """Purify ``x`` with image ``i``'s network and noise drawn from ``seeds[i]`` alone (the result for an image
-        does not depend on the other images of the batch)."""
+        """Purify ``x`` ``(n, C, H, W)`` with image ``i``'s network and noise drawn from ``seeds[i]`` alone.
+
+        The result for an image does not depend on the other images of the batch: on CPU with one thread it is
+        bitwise the same (DIPDefend at its defaults, 1000 iterations: 0 between a batch of four and one at a time,
+        where a fused Adam and a separate lone-network convolution had given up to 0.19). With several threads or
+        on a GPU the matrix library may round a lone network's products differently, and DIP's optimisation
+        amplifies such last-bit differences (see ``docs/defences/dip.md``)."""
         raise NotImplementedError
 
     def _generators(self, seeds: list[int]) -> list[torch.Generator]:
@@ -68,14 +76,13 @@ class _DIPDefence(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if isinstance(self.network, str) and self.network not in DIP_PRESETS:
+        preset = isinstance(self.network, str) and self.network in DIP_PRESETS
+        if not preset and not isinstance(self.network, SkipNetConfig):
             raise ValueError(f"network must be one of {sorted(DIP_PRESETS)} or a SkipNetConfig, got {self.network!r}.")
-        if not isinstance(self.iterations, int) or self.iterations < 2:
-            raise ValueError(f"iterations must be an integer >= 2, got {self.iterations!r}.")
-        if not self.lr > 0 or not self.noise_scale > 0:
-            raise ValueError("lr and noise_scale must be positive.")
-        if not self.input_jitter >= 0:
-            raise ValueError(f"input_jitter must be >= 0, got {self.input_jitter!r}.")
+        self.iterations = check_integer("iterations", self.iterations, minimum=2)
+        self.lr = check_number("lr", self.lr, minimum=0, open_minimum=True)
+        self.noise_scale = check_number("noise_scale", self.noise_scale, minimum=0, open_minimum=True)
+        self.input_jitter = check_number("input_jitter", self.input_jitter, minimum=0)
 
 
 class DIPPreprocessor(_DIPDefence):
@@ -213,12 +220,21 @@ class DIPPreprocessor(_DIPDefence):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not isinstance(self.snapshots, int) or not 2 <= self.snapshots <= self.iterations:
-            raise ValueError(f"snapshots must be an integer in [2, iterations], got {self.snapshots!r}.")
-        if not isinstance(self.keep, int) or self.keep < 1 or not isinstance(self.grid, int) or self.grid < 1:
-            raise ValueError("keep and grid must be positive integers.")
-        if not 0 <= self.warmup < self.iterations or not -1 <= self.ssim_threshold <= 1 or self.step < 0:
-            raise ValueError("warmup must lie in [0, iterations), ssim_threshold in [-1, 1] and step >= 0.")
+        # Refused here rather than at the first call, where None fails as an AttributeError deep in a fit.
+        if not isinstance(self.classifier, nn.Module) and not callable(getattr(self.classifier, "predict", None)):
+            raise ValueError(
+                "classifier must be a torch nn.Module taking [0, 1] images and returning logits, or an ART "
+                f"classifier (an object with a predict method), got {type(self.classifier).__name__}."
+            )
+        # Bounds that depend on iterations name it, so the message says which value to change.
+        self.snapshots = check_integer(f"snapshots (at most iterations={self.iterations})", self.snapshots,
+                                       minimum=2, maximum=self.iterations)
+        self.warmup = check_integer(f"warmup (below iterations={self.iterations})", self.warmup,
+                                    minimum=0, maximum=self.iterations - 1)
+        self.ssim_threshold = check_number("ssim_threshold", self.ssim_threshold, minimum=-1, maximum=1)
+        self.grid = check_integer("grid", self.grid, minimum=1)
+        self.keep = check_integer("keep", self.keep, minimum=1)
+        self.step = check_number("step", self.step, minimum=0)
 
 
 class HoltTurningPoint:
@@ -292,5 +308,4 @@ class DIPDefendPreprocessor(_DIPDefence):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not 0 < self.smoothing <= 1:
-            raise ValueError(f"smoothing must lie in (0, 1], got {self.smoothing!r}.")
+        self.smoothing = check_number("smoothing", self.smoothing, minimum=0, maximum=1, open_minimum=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.checks import check_choice, check_number
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.resampling import SAMPLERS as NAIVE_SAMPLERS
 from art_purifiers.nn.resampling import naive_shifts
@@ -86,11 +87,9 @@ class IRADPreprocessor(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.sampler not in IRAD_SAMPLERS:
-            raise ValueError(f"sampler must be one of {IRAD_SAMPLERS}, got {self.sampler!r}.")
+        check_choice("sampler", self.sampler, IRAD_SAMPLERS)
         if self.sampler == "samplenet" and "samplenet" not in self._networks:
             raise ValueError(f"The weights {self.weights!r} hold no SampleNet; use sampler='none' or a naive sampler.")
-        if isinstance(self.magnitude, bool) or not isinstance(self.magnitude, (int, float)) or self.magnitude < 0:
-            raise ValueError(f"magnitude must be a number >= 0 (pixels), got {self.magnitude!r}.")
+        self.magnitude = check_number("magnitude (pixels)", self.magnitude, minimum=0)
         if self.channels != 3:
             raise ValueError("IRAD works on RGB images: channels must be 3.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.checks import check_choice, check_number
 from art_purifiers.nn.resampling import INTERPOLATIONS, PADDING_MODES, SAMPLERS, naive_shifts, shift_resample
 
 
@@ -55,11 +56,7 @@ class ResamplingPreprocessor(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}.")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}.")
-        if isinstance(self.magnitude, bool) or not isinstance(self.magnitude, (int, float)) or self.magnitude < 0:
-            raise ValueError(f"magnitude must be a number >= 0 (pixels), got {self.magnitude!r}.")
-        if self.padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}.")
+        check_choice("interpolation", self.interpolation, INTERPOLATIONS)
+        check_choice("sampler", self.sampler, SAMPLERS)
+        self.magnitude = check_number("magnitude (pixels)", self.magnitude, minimum=0)
+        check_choice("padding_mode", self.padding_mode, PADDING_MODES)

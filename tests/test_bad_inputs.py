@@ -1,0 +1,289 @@
+"""Reliability battery (issue #15): every bad input gets the exact error type and a message that says what is wrong.
+
+Each case is fast (tiny networks, a few pixels): parameters are refused at construction, DIP's image-size minimum
+before any fitting, a non-finite defence output before it is scored, and a bad CIFAR-10 batch before anything in it
+runs. Cases are grouped by what they guard; add new ones to the matching table.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from defences_under_contract import TINY_DIP, dip_victim, tiny_dip, tiny_dipdefend, tiny_irad_weights
+
+from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
+from art_purifiers.base import MAX_SEED, PurifierPreprocessor
+from art_purifiers.data.cifar10 import _read_batch, load_cifar10_uint8
+from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.nn.dip import SkipNetConfig, dip_trace
+
+NAN, INF = float("nan"), float("inf")
+
+
+def resampling(**kwargs) -> ResamplingPreprocessor:
+    return ResamplingPreprocessor(device_type="cpu", **kwargs)
+
+
+def irad(**kwargs) -> IRADPreprocessor:
+    return IRADPreprocessor(tiny_irad_weights(), **{"sampler": "variant", "device_type": "cpu", **kwargs})
+
+
+def dip(**kwargs) -> DIPPreprocessor:
+    kwargs = {"classifier": dip_victim(), "network": TINY_DIP, "iterations": 6, "snapshots": 3, "warmup": 0,
+              "grid": 4, "keep": 2, "device_type": "cpu", **kwargs}
+    return DIPPreprocessor(**kwargs)
+
+
+def dipdefend(**kwargs) -> DIPDefendPreprocessor:
+    return DIPDefendPreprocessor(**{"network": TINY_DIP, "iterations": 6, "device_type": "cpu", **kwargs})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parameters: refused when set (constructor), naming the parameter
+# --------------------------------------------------------------------------------------------------------------
+BAD_PARAMETERS = [
+    # Shared by every defence (PurifierPreprocessor).
+    (resampling, {"seed": 2**64}, "seed must be an integer in"),
+    (resampling, {"seed": MAX_SEED + 1}, "seed must be an integer in"),
+    (resampling, {"seed": -1}, "seed must be an integer in"),
+    (resampling, {"seed": 1.5}, "seed must be an integer"),
+    (resampling, {"seed": True}, "seed must be an integer"),
+    (resampling, {"batch_size": 0}, "batch_size must be an integer in"),
+    (resampling, {"batch_size": 2.0}, "batch_size must be an integer"),
+    (resampling, {"channels": 0}, "channels must be an integer in"),
+    (resampling, {"clip_values": (0.0, INF)}, r"clip_values\[1\] \(max\) must be finite"),
+    (resampling, {"clip_values": (-INF, 1.0)}, r"clip_values\[0\] \(min\) must be finite"),
+    (resampling, {"clip_values": (NAN, 1.0)}, r"clip_values\[0\] \(min\) must be finite"),
+    (resampling, {"clip_values": (1.0, 0.0)}, "clip_values must be a pair"),
+    (resampling, {"clip_values": (0.0,)}, "clip_values must be a pair"),
+    (resampling, {"clip_values": ("0", 1.0)}, r"clip_values\[0\] \(min\) must be a number"),
+    (resampling, {"gradient": "approximate"}, "gradient must be one of"),
+    # ResamplingPreprocessor and IRADPreprocessor.
+    (resampling, {"magnitude": NAN}, "magnitude .* must be finite"),
+    (resampling, {"magnitude": INF}, "magnitude .* must be finite"),
+    (resampling, {"magnitude": -1.0}, "magnitude .* must lie in"),
+    (resampling, {"magnitude": "1.5"}, "magnitude .* must be a number"),
+    (irad, {"magnitude": NAN}, "magnitude .* must be finite"),
+    (irad, {"magnitude": INF}, "magnitude .* must be finite"),
+    (irad, {"sampler": "bicubic"}, "sampler must be one of"),
+    # Both DIP defences.
+    (dip, {"step": NAN}, "step must be finite"),
+    (dip, {"step": -0.1}, "step must lie in"),
+    (dip, {"lr": INF}, "lr must be finite"),
+    (dip, {"lr": 0.0}, r"lr must lie in \(0"),
+    (dip, {"noise_scale": INF}, "noise_scale must be finite"),
+    (dip, {"noise_scale": 0.0}, "noise_scale must lie in"),
+    (dip, {"input_jitter": INF}, "input_jitter must be finite"),
+    (dip, {"input_jitter": -0.1}, "input_jitter must lie in"),
+    (dip, {"iterations": 1}, "iterations must be an integer in"),
+    (dip, {"iterations": 6.0}, "iterations must be an integer"),
+    (dip, {"iterations": NAN}, "iterations must be an integer"),
+    (dip, {"snapshots": 7}, r"snapshots \(at most iterations=6\) must be an integer in \[2, 6\]"),
+    (dip, {"snapshots": 1}, "snapshots .* must be an integer in"),
+    (dip, {"warmup": 6}, r"warmup \(below iterations=6\) must be an integer in \[0, 5\]"),
+    (dip, {"warmup": -1}, "warmup .* must be an integer in"),
+    (dip, {"keep": 0}, "keep must be an integer in"),
+    (dip, {"grid": 0}, "grid must be an integer in"),
+    (dip, {"grid": 1.5}, "grid must be an integer"),
+    (dip, {"ssim_threshold": NAN}, "ssim_threshold must be finite"),
+    (dip, {"ssim_threshold": 1.5}, "ssim_threshold must lie in"),
+    (dip, {"network": "huge"}, "network must be one of"),
+    (dip, {"network": ["small"]}, "network must be one of"),
+    (dip, {"classifier": None}, "classifier must be a torch nn.Module .* got NoneType"),
+    (dip, {"classifier": "resnet20"}, "classifier must be a torch nn.Module .* got str"),
+    (dipdefend, {"input_jitter": INF}, "input_jitter must be finite"),
+    (dipdefend, {"lr": NAN}, "lr must be finite"),
+    (dipdefend, {"smoothing": 0.0}, r"smoothing must lie in \(0"),
+    (dipdefend, {"smoothing": 1.5}, "smoothing must lie in"),
+    (dipdefend, {"smoothing": NAN}, "smoothing must be finite"),
+    (dipdefend, {"gradient": "exact"}, "not differentiable"),
+]
+
+
+@pytest.mark.parametrize(("factory", "kwargs", "message"), BAD_PARAMETERS,
+                         ids=[f"{f.__name__}-{k}" for f, k, _ in BAD_PARAMETERS])
+def test_bad_parameter_is_refused_at_construction(factory, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        factory(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("factory", "kwargs", "message"),
+    [(resampling, {"magnitude": NAN}, "magnitude"), (resampling, {"seed": 2**64}, "seed"),
+     (resampling, {"clip_values": (0.0, INF)}, "clip_values"), (dip, {"lr": INF}, "lr"),
+     (dipdefend, {"smoothing": NAN}, "smoothing")],
+)
+def test_bad_parameter_is_refused_by_set_params(factory, kwargs, message):
+    defence = factory()
+    with pytest.raises(ValueError, match=message):
+        defence.set_params(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"channels": (4, 0)}, r"channels\[1\] must be an integer in"), ({"skip": (2, -1)}, r"skip\[1\]"),
+     ({"kernel": 2}, "kernel must be odd"), ({"input_depth": 0}, "input_depth must be an integer in"),
+     ({"channels": (4,)}, "one entry per scale")],
+)
+def test_bad_network_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SkipNetConfig(**{"channels": (4, 8), "skip": (2, 2), **kwargs})
+
+
+def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():
+    defence = dip(iterations=np.int64(30), snapshots=np.int32(3), seed=np.uint64(MAX_SEED), batch_size=np.int16(2),
+                  lr=np.float32(0.01), step=np.float64(0.25))
+    assert (defence.iterations, defence.snapshots, defence.seed, defence.batch_size) == (30, 3, MAX_SEED, 2)
+    assert all(type(v) is int for v in (defence.iterations, defence.snapshots, defence.seed, defence.batch_size))
+    assert type(defence.lr) is float and type(defence.step) is float
+    assert resampling(clip_values=np.array([0, 1])).clip_values == (0.0, 1.0)
+    config = SkipNetConfig(channels=[np.int64(4), 8], skip=(np.int8(2), 2))
+    assert config == TINY_DIP and type(config.channels[0]) is int
+
+
+def test_largest_seed_runs():
+    x = torch.rand(1, 3, 8, 8)
+    assert resampling(sampler="variant", seed=MAX_SEED).forward(x)[0].shape == x.shape
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DIP: images too small for the network, refused before fitting (not inside batch norm)
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (4, 32), (32, 3)])
+@pytest.mark.parametrize("factory", [tiny_dip, tiny_dipdefend], ids=["dip", "dipdefend"])
+def test_dip_refuses_images_below_its_minimum_side(factory, size):
+    defence = factory(device_type="cpu", seed=0)
+    name = type(defence).__name__
+    with pytest.raises(ValueError, match=rf"{name} needs images of at least 5x5 pixels .* got {size[0]}x{size[1]}"):
+        defence.forward(torch.rand(2, 3, *size))
+
+
+def test_dip_minimum_side_runs_and_follows_the_network():
+    assert tiny_dip(device_type="cpu", seed=0).forward(torch.rand(1, 3, 5, 5))[0].shape == (1, 3, 5, 5)
+    assert DIPPreprocessor(dip_victim()).network_config.min_side == 9  # "small": 3 scales
+    with pytest.raises(ValueError, match="needs images of at least 5x5 pixels"):
+        dip_trace(torch.rand(1, 3, 4, 4), TINY_DIP, 2, [torch.Generator().manual_seed(0)])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Non-finite defence output: raised, never clipped into a valid-looking image and scored
+# --------------------------------------------------------------------------------------------------------------
+class _Broken(PurifierPreprocessor):
+    """Test double returning ``x + offset`` (NaN or infinite values on request)."""
+
+    def __init__(self, offset: float, **kwargs) -> None:
+        super().__init__(device_type="cpu", **kwargs)
+        self.offset = offset
+        self._check_params()
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return x + self.offset
+
+
+@pytest.mark.parametrize("gradient", ["exact", "bpda"])
+@pytest.mark.parametrize("offset", [NAN, INF, -INF], ids=["nan", "inf", "-inf"])
+def test_non_finite_output_raises(offset, gradient):
+    with pytest.raises(ValueError, match="_Broken produced non-finite values; check its weights and parameters"):
+        _Broken(offset, gradient=gradient).forward(torch.rand(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="_Broken produced non-finite values"):
+        _Broken(offset, gradient=gradient)(np.random.default_rng(0).uniform(size=(2, 3, 4, 4)).astype(np.float32))
+
+
+def test_non_finite_weights_raise_naming_the_defence():
+    defence = IRADPreprocessor(tiny_irad_weights(), "none", device_type="cpu")
+    with torch.no_grad():
+        next(defence.representation.parameters()).fill_(NAN)
+    with pytest.raises(ValueError, match="IRADPreprocessor produced non-finite values"):
+        defence.forward(torch.rand(1, 3, 8, 8))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CIFAR-10 batches: no code runs from data; every malformed batch is one ValueError naming the file
+# --------------------------------------------------------------------------------------------------------------
+class _Payload:
+    """Pickles as a call of ``function(*arguments)``: what a crafted batch would run on an unrestricted load."""
+
+    def __init__(self, function, *arguments) -> None:
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self):
+        return self.function, self.arguments
+
+
+def _valid_batch(rows: int = 3) -> dict:
+    rng = np.random.default_rng(0)
+    return {b"batch_label": b"testing batch 1 of 1", b"labels": list(rng.integers(0, 10, size=rows).tolist()),
+            b"data": rng.integers(0, 256, size=(rows, 3072), dtype=np.uint8)}
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_valid_batch_loads(tmp_path, protocol):
+    batch = _valid_batch()
+    images, labels = _read_batch(_write(tmp_path / "test_batch", pickle.dumps(batch, protocol=protocol)))
+    assert images.dtype == np.uint8 and images.shape == (3, 3, 32, 32) and labels.dtype == np.int64
+    np.testing.assert_array_equal(images.reshape(3, -1), batch[b"data"])
+    np.testing.assert_array_equal(labels, batch[b"labels"])
+
+
+@pytest.mark.parametrize("where", ["top", "inside"])
+@pytest.mark.parametrize("call", ["open", "system"])
+def test_batch_that_would_run_code_is_refused_and_nothing_runs(tmp_path, call, where):
+    marker = tmp_path / "marker"
+    payload = _Payload(open, str(marker), "w") if call == "open" else _Payload(os.system, f"touch {marker}")
+    content = pickle.dumps(payload if where == "top" else {**_valid_batch(), b"data": payload}, protocol=2)
+    path = _write(tmp_path / "test_batch", content)
+    global_name = "io.open" if call == "open" else f"{os.system.__module__}.system"
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: refused to unpickle the global "
+                                         rf"{re.escape(global_name)}.*nothing was run"):
+        _read_batch(path)
+    assert not marker.exists()
+
+
+MALFORMED = [
+    ("empty", lambda: b"", "not a readable CIFAR-10 python batch"),
+    ("truncated", lambda: pickle.dumps(_valid_batch(), protocol=2)[:5000], "not a readable CIFAR-10 python batch"),
+    ("garbage", lambda: np.random.default_rng(0).bytes(4096), "not a readable CIFAR-10 python batch"),
+    ("text", lambda: b"this is not a pickle\n", "not a readable CIFAR-10 python batch"),
+    ("not-a-dict", lambda: pickle.dumps([1, 2, 3], protocol=2), "a CIFAR-10 batch is a dict, got list"),
+    ("no-data", lambda: pickle.dumps({b"labels": [1]}, protocol=2), "has no 'data' entry"),
+    ("no-labels", lambda: pickle.dumps({b"data": _valid_batch()[b"data"]}, protocol=2), "has no 'labels' entry"),
+    ("data-row-size", lambda: pickle.dumps({**_valid_batch(), b"data": np.zeros((3, 3000), np.uint8)}),
+     r"data must be an \(N, 3072\) integer array .* got shape \(3, 3000\)"),
+    ("data-flat", lambda: pickle.dumps({**_valid_batch(), b"data": np.zeros(3 * 3072, np.uint8)}),
+     r"data must be an \(N, 3072\) integer array"),
+    ("data-float", lambda: pickle.dumps({**_valid_batch(), b"data": np.zeros((3, 3072), np.float32)}),
+     "dtype float32"),
+    ("data-list", lambda: pickle.dumps({**_valid_batch(), b"data": [0] * 3072}), "dtype list"),
+    ("data-range", lambda: pickle.dumps({**_valid_batch(), b"data": np.full((3, 3072), 300, np.int16)}),
+     r"outside \[0, 255\]"),
+    ("labels-short", lambda: pickle.dumps({**_valid_batch(), b"labels": [1, 2]}), "at least 3 integers"),
+    ("labels-text", lambda: pickle.dumps({**_valid_batch(), b"labels": [b"cat"] * 3}), "at least 3 integers"),
+    ("labels-range", lambda: pickle.dumps({**_valid_batch(), b"labels": [1, 2, 10]}), r"labels must lie in \[0, 9\]"),
+]
+
+
+@pytest.mark.parametrize(("content", "message"), [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_malformed_batch_gives_one_clear_error_naming_the_file(tmp_path, content, message):
+    path = _write(tmp_path / "test_batch", content())
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: .*{message}"):
+        _read_batch(path)
+
+
+def test_loader_reports_the_bad_file(tmp_path):
+    path = _write(tmp_path / "test_batch", b"")
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        load_cifar10_uint8(tmp_path, "test")
+
+
+# CLI, cache and weights files: see the Foundation II work
