@@ -17,6 +17,7 @@ from art_purifiers.evaluation.plots.results import (
     combine_tables,
     plot_accuracy_vs_eps,
     plot_results_summary,
+    read_result_tables,
     summary_bars,
 )
 from art_purifiers.evaluation.plots.shifts import irad_shift_fields, plot_shift_fields
@@ -35,6 +36,7 @@ __all__ = [
     "plot_results_summary",
     "plot_shift_fields",
     "purify",
+    "read_result_tables",
     "summary_bars",
     "victim_predictions",
 ]

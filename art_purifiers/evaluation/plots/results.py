@@ -3,6 +3,7 @@ accuracy against eps, and SA and RA per threat model for every defence."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,6 +33,23 @@ def combine_tables(tables: Sequence[ResultTable]) -> ResultTable:
                 seen.add(row.key)
                 combined.add(row)
     return combined
+
+
+def read_result_tables(paths: Iterable[str | Path]) -> ResultTable:
+    """The result tables (JSON of ``evaluate --json`` or ``merge --json``) at ``paths``, combined by
+    :func:`combine_tables`; ``ValueError`` naming the first file that is missing or is not one."""
+    tables = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file.")
+        try:
+            table = ResultTable.from_json(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): {error!r}.") from None
+        if not table.rows:
+            raise ValueError(f"{path} holds no result rows.")
+        tables.append(table)
+    return combine_tables(tables)
 
 
 def _selected(table: ResultTable, defences: Iterable[str] | None) -> list[ResultRow]:
