@@ -106,7 +106,10 @@ plot_purification(victim, dip, x[:2], x_adv[:2], y[:2], CLASSES,
 # Not computed here: read from ``docs/results/dip_default_pgd.json`` (oblivious PGD-20 at 2, 4 and 8/255,
 # test images 0..99, the defence's defaults) and ``dipdefault_eot.json`` (BPDA+EOT PGD-20 at 8/255, test
 # images 0..3 only: one image is 25 points).
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+# The recorded tables are in the repository's docs/results/; sphinx-gallery runs an example in its own folder
+# and without __file__.
+HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
+RESULTS = HERE.resolve().parent / "docs" / "results"
 table = read_result_tables([RESULTS / "dip_default_pgd.json", RESULTS / "dipdefault_eot.json"])
 plot_accuracy_vs_eps(table, title="DIP defence (defaults), PGD-20 (recorded; n = 100, EOT n = 4)")
 plt.show()

@@ -87,7 +87,10 @@ plot_shift_fields(x[0], irad_shift_fields(irad, x[0], magnitude=1.5, seed=0),
 # -----------------------------------------------
 # Not computed here: read from ``docs/results/irad_oblivious.json`` and ``irad_adaptive.json`` (AutoAttack,
 # 500 test images). Only eps = 8/255 was recorded, so each line joins SA (at eps 0) to that one RA (dotted).
-RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+# The recorded tables are in the repository's docs/results/; sphinx-gallery runs an example in its own folder
+# and without __file__.
+HERE = Path(__file__).parent if "__file__" in globals() else Path.cwd()
+RESULTS = HERE.resolve().parent / "docs" / "results"
 table = read_result_tables([RESULTS / "irad_oblivious.json", RESULTS / "irad_adaptive.json"])
 plot_accuracy_vs_eps(table, defences=["none", "irad"], title="IRAD, AutoAttack, 500 test images (recorded)")
 plt.show()
