@@ -12,6 +12,7 @@ from art_purifiers.evaluation.plots._figure import finish, new_figure
 from art_purifiers.evaluation.report import ResultRow, ResultTable
 
 _EPS_LABEL = re.compile(r" ?eps=\S+")
+_MARKERS = {"oblivious": "o", "bpda": "s", "adaptive": "^", "eot": "D", "decision": "v"}
 #: Order of the threat models in the summary figure (others follow in their order of appearance).
 THREAT_ORDER = ("oblivious", "bpda", "adaptive", "eot", "decision")
 
@@ -98,12 +99,15 @@ def plot_accuracy_vs_eps(table: ResultTable, path: str | Path | None = None, tit
         norms.add("Linf eps (x 1/255)" if eps[1] else "L2 eps")
     figure = new_figure(path, 7, 4.5)
     axis = figure.add_subplot()
-    for name, points in sorted(series.items()):
+    for k, (name, points) in enumerate(sorted(series.items())):
         xs, ys = zip(*sorted(set(points)), strict=True)
-        axis.plot(xs, ys, marker="o", label=name, linestyle=":" if len(xs) <= 2 else "-")
+        # One marker per threat model, shrinking along the series, so that equal points stay visible.
+        marker = _MARKERS.get(name.split(" | ")[1], "o")
+        axis.plot(xs, ys, marker=marker, markersize=max(9 - 1.2 * k, 3), label=name,
+                  linestyle=":" if len(xs) <= 2 else "-")
     axis.set_xlabel(" / ".join(sorted(norms)) or "eps")
     axis.set_ylabel("accuracy (%)")
-    axis.set_ylim(0, 100)
+    axis.set_ylim(-3, 103)  # room for markers at 0 and 100
     axis.grid(alpha=0.3)
     axis.set_title(title or f"victim {table.meta.get('victim', '?')}, n = {table.meta.get('n', '?')}")
     if series:
