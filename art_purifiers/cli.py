@@ -1,4 +1,4 @@
-"""Command line: ``art-purifiers evaluate | train | merge | convert-victim``."""
+"""Command line: ``art-purifiers evaluate | train | merge | convert-victim | plot``."""
 
 from __future__ import annotations
 
@@ -320,6 +320,47 @@ def run_convert_victim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_parser(sub) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw the figures of result tables (JSON of evaluate --json or merge --json)",
+        description="Figures of one or more result tables: 'summary' (SA and RA per threat model for every "
+        "defence, the worst attack at one L-inf eps), 'eps' (accuracy against eps, one line per defence, threat "
+        "model and attack) or 'both' (OUTPUT with _summary and _eps before its suffix). Several tables are "
+        "combined row by row, the first holding a (defence, threat, attack) wins.",
+    )
+    p.add_argument("tables", nargs="+", metavar="RESULTS.json", help="result tables written by evaluate --json")
+    p.add_argument("--output", required=True, metavar="FIG", help="figure file: .png, .pdf or .svg")
+    p.add_argument("--kind", default="both", choices=["summary", "eps", "both"], help="which figure (default: both)")
+    p.add_argument("--defence", action="append", default=None, metavar="NAME",
+                   help="only this defence (its spec as in the table; repeatable; default: all)")
+    p.add_argument("--eps", default=None, help="L-inf budget of the summary, e.g. 8/255 (default: the largest)")
+    p.add_argument("--title", default=None, help="figure title (default: the budget and the victim)")
+
+
+def run_plot(args: argparse.Namespace) -> int:
+    from art_purifiers.evaluation.plots import (
+        check_figure_path,
+        plot_accuracy_vs_eps,
+        plot_results_summary,
+        read_result_tables,
+    )
+
+    output = check_figure_path(args.output)
+    _writable("--output", args.output)
+    eps = None if args.eps is None else 255 * _fraction("--eps", args.eps)
+    table = read_result_tables(args.tables)
+    if args.kind == "both":
+        targets = {kind: output.with_name(f"{output.stem}_{kind}{output.suffix}") for kind in ("summary", "eps")}
+    else:
+        targets = {args.kind: output}
+    if "summary" in targets:
+        print(plot_results_summary(table, targets["summary"], eps=eps, title=args.title, defences=args.defence))
+    if "eps" in targets:
+        print(plot_accuracy_vs_eps(table, targets["eps"], title=args.title, defences=args.defence))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from art_purifiers.evaluation.names import FORMATS
 
@@ -337,9 +378,11 @@ def main(argv: list[str] | None = None) -> int:
     convert = sub.add_parser("convert-victim", help="convert a reference CIFAR ResNet .th checkpoint to safetensors")
     convert.add_argument("source")
     convert.add_argument("destination")
+    _plot_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", args.command != "train") else logging.INFO)
-    handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim}
+    handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim,
+                "plot": run_plot}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # user errors; anything else is a bug and keeps its traceback

@@ -8,8 +8,15 @@ Build (warnings are errors)::
 from __future__ import annotations
 
 import importlib.util
+import shlex
+import sys
+from pathlib import Path
 
-import art_purifiers
+# This tree's package first, whatever else is installed: the gallery and autodoc must show this checkout.
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import art_purifiers  # noqa: E402
 
 # -- Project -------------------------------------------------------------------------------------------
 project = "art-purifiers"
@@ -24,6 +31,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
     "myst_parser",
+    "sphinx_gallery.gen_gallery",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -31,7 +39,7 @@ root_doc = "index"
 # docs/results/ holds the scripts behind results.md and the tables they write (``--output``). The tables
 # are fragments for results.md (``{include}`` works on excluded files), not pages of their own; without
 # this exclusion Sphinx warns that they are in no toctree.
-exclude_patterns = ["_build", "results/*.sh", "results/*.md", "results/*/*.md", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "results/*.sh", "results/*.md", "results/*/*.md", "Thumbs.db", ".DS_Store"]
 
 # MyST: heading anchors let pages link to sections, e.g. ``evaluating.md#command-line``.
 myst_enable_extensions = ["colon_fence", "deflist"]
@@ -66,3 +74,45 @@ else:
 html_title = f"art-purifiers {release}"
 html_static_path: list[str] = []
 html_show_sourcelink = True
+
+# -- Gallery -------------------------------------------------------------------------------------------
+# sphinx-gallery runs every script of examples/ (not only plot_*.py) at build time with no arguments, on
+# the CPU, and renders its text, code, printed output and figures into auto_examples/ (generated, not
+# committed). The examples' no-argument runs are sized to take well under a minute each on one core.
+sphinx_gallery_conf = {
+    "examples_dirs": str(ROOT / "examples"),
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"\.py$",
+    "within_subsection_order": "FileNameSortKey",
+    "abort_on_example_error": True,
+    "download_all_examples": False,
+    "show_signature": False,
+    "min_reported_time": 1,
+}
+
+
+# -- Figures of the recorded results -------------------------------------------------------------------
+#: The commands that draw the results figures (one source for the build and for readers, who see the script
+#: on the Results page); each is run in this process, with paths under docs/ taken from the repository root.
+FIGURE_SCRIPT = ROOT / "docs" / "results" / "plot_figures.sh"
+
+
+def figure_commands(script: Path = FIGURE_SCRIPT) -> list[list[str]]:
+    """The arguments of every ``art-purifiers plot`` command of ``script`` (backslash continuations joined)."""
+    text = script.read_text(encoding="utf-8").replace("\\\n", " ")
+    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("art-purifiers plot ")]
+    return [[str(ROOT / a) if a.startswith("docs/") else a for a in words[1:]] for words in commands]
+
+
+def draw_result_figures(app) -> None:
+    """Draw the figures of :data:`FIGURE_SCRIPT` into docs/_generated/ before the pages are read."""
+    from art_purifiers.cli import main
+
+    (ROOT / "docs" / "_generated").mkdir(exist_ok=True)
+    for arguments in figure_commands():
+        if main(arguments) != 0:
+            raise RuntimeError(f"art-purifiers {' '.join(arguments)} failed.")
+
+
+def setup(app) -> None:
+    app.connect("builder-inited", draw_result_figures)
