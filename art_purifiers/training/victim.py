@@ -3,7 +3,7 @@
 The bundled ``resnet20_cifar10.safetensors`` was produced by (one command)::
 
     art-purifiers convert-victim
-        ../shared/data/weights/akamaster_pytorch_resnet_cifar10/resnet20-12fca82f.th
+        resnet20-12fca82f.th
         art_purifiers/weights/resnet20_cifar10.safetensors
 """
 
