@@ -96,17 +96,20 @@ def _shard(text: str | None, rank: int, world: int) -> tuple[int, int]:
     return index, count
 
 
-def _writable(option: str, path: str | None) -> None:
-    """Refuse, before any work, an output path that is a folder or whose folder is missing or read-only."""
+def _writable(option: str, path: str | None, may_create: bool = False) -> None:
+    """Refuse, before any work, an output path that is a folder or whose folder is missing or read-only
+    (``may_create``: a missing folder is fine when its nearest existing parent is writable)."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file name.")
     folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
+    if not folder.is_dir() and not may_create:
         raise ValueError(f"{option} {path}: the folder {folder} does not exist.")
-    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise ValueError(f"{option} {path} is not writable.")
 
 
@@ -292,7 +295,7 @@ def run_train(args: argparse.Namespace) -> int:
         fields.append(f"images={check_integer('--n-train', args.n_train, minimum=1)}")
     config = apply_overrides(trainer.presets[args.preset], [*fields, *args.assignments])
     _check_device(args.device)
-    _writable("--export", args.export)
+    _writable("--export", args.export, may_create=True)
     root = resolve_cifar10_root(args.data_root)
     images = getattr(config, "images", None)
     x, y = load_cifar10(root, "train", None if images is None else range(images))

@@ -91,14 +91,12 @@ def test_pairs_key_names_their_inputs(tmp_path):
     y = np.arange(6) % 10
     torch.manual_seed(0)
     a, b = TinyCNN().eval(), TinyCNN().eval()
-    base = pairs_cache_path(tmp_path, a, x, y, 8 / 255, 2 / 255, 10, 0)
-    assert base == pairs_cache_path(tmp_path, a, x, y, 8 / 255, 2 / 255, 10, 0)
-    others = [pairs_cache_path(tmp_path, b, x, y, 8 / 255, 2 / 255, 10, 0),
-              pairs_cache_path(tmp_path, a, x[:5], y[:5], 8 / 255, 2 / 255, 10, 0),
-              pairs_cache_path(tmp_path, a, x, y, 4 / 255, 2 / 255, 10, 0),
-              pairs_cache_path(tmp_path, a, x, y, 8 / 255, 1 / 255, 10, 0),
-              pairs_cache_path(tmp_path, a, x, y, 8 / 255, 2 / 255, 5, 0),
-              pairs_cache_path(tmp_path, a, x, y, 8 / 255, 2 / 255, 10, 1)]
+    recipe = {"eps": 8 / 255, "step": 2 / 255, "steps": 10, "seed": 0}
+    base = pairs_cache_path(tmp_path, a, x, y, recipe)
+    assert base == pairs_cache_path(tmp_path, a, x, y, dict(recipe))
+    others = [pairs_cache_path(tmp_path, b, x, y, recipe), pairs_cache_path(tmp_path, a, x[:5], y[:5], recipe)]
+    others += [pairs_cache_path(tmp_path, a, x, y, {**recipe, key: value})
+               for key, value in (("eps", 4 / 255), ("step", 1 / 255), ("steps", 5), ("seed", 1))]
     assert len({base, *others}) == 7
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.art import ART_DEFENCES, ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
 from art_purifiers.deploy import Defence
@@ -19,6 +20,8 @@ __all__ = [
     "ARTPreprocessor",
     "DIPDefendPreprocessor",
     "DIPPreprocessor",
+    "IDFRDefence",
+    "IDFRPreprocessor",
     "IRADPreprocessor",
     "ResamplingPreprocessor",
     "check_defence_spec",
@@ -33,6 +36,7 @@ DEFENCES: dict[str, Callable[..., Defence]] = {
     "irad": IRADPreprocessor,
     "dip": DIPPreprocessor,
     "dipdefend": DIPDefendPreprocessor,
+    "idfr": IDFRDefence,
 }
 _BASE_OPTIONS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
 
@@ -77,8 +81,8 @@ def _resolve(spec: str) -> tuple[str, Callable[..., Defence], dict, set[str]]:
     parameters = inspect.signature(factory.__init__ if inspect.isclass(factory) else factory).parameters
     variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
     accepted = {key for key, p in parameters.items() if key != "self" and p.kind not in variadic}
-    if inspect.isclass(factory) and issubclass(factory, PurifierPreprocessor):
-        accepted |= _BASE_OPTIONS  # passed on through **kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        accepted |= _BASE_OPTIONS  # passed on through **kwargs (to a purifier's base options)
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"Unknown parameter(s) {unknown} for defence {name!r}; its parameters: {sorted(accepted)}.")

@@ -2,6 +2,7 @@
 
 from art_purifiers.nn.dip import DIP_PRESETS, BatchedSkipNet, SkipNetConfig
 from art_purifiers.nn.edsr import EDSREncoder
+from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
 from art_purifiers.nn.resampling import pixel_grid, shift_resample
@@ -12,6 +13,8 @@ __all__ = [
     "BatchedSkipNet",
     "SkipNetConfig",
     "EDSREncoder",
+    "FeatureRestorer",
+    "InputDenoiser",
     "ImplicitRepresentation",
     "LocalImplicitDecoder",
     "SampleNet",

@@ -157,8 +157,8 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     adversarial = None
     if config.task == "adversarial" or config.stage2_iterations > 0:
         began = time.perf_counter()
-        cache = pairs_cache_path(context.out_dir, source, x, y, config.pgd_eps, config.pgd_step, config.pgd_steps,
-                                 config.seed)
+        recipe = {"eps": config.pgd_eps, "step": config.pgd_step, "steps": config.pgd_steps, "seed": config.seed}
+        cache = pairs_cache_path(context.out_dir, source, x, y, recipe)
         adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step, config.pgd_steps,
                                         seed=config.seed, device=str(context.device), distributed=context.distributed)
         report["pairs_seconds"] = time.perf_counter() - began

@@ -4,6 +4,7 @@ in shares across ranks), augmentation, and batches and random draws that are fun
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,31 +19,48 @@ from art_purifiers.training.framework import Distributed
 logger = logging.getLogger(__name__)
 
 
-def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float, steps: int,
-             generator: torch.Generator) -> torch.Tensor:
-    """L-inf PGD with a uniform random start and cross-entropy (Madry et al.), images in ``[0, 1]``."""
-    noise = (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device) * eps
-    x_adv = (x + noise).clamp(0, 1)
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini-Wagner margin, summed: best other logit minus the true logit (to be maximised)."""
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return (other - true).sum()
+
+
+def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | torch.Tensor, step: float,
+             steps: int, generator: torch.Generator, random_start: bool = True, loss: str = "ce") -> torch.Tensor:
+    """L-inf PGD (Madry et al.) on images in ``[0, 1]``: with ``random_start`` a uniform start in the ball, without it
+    BIM; ``loss="margin"`` maximises the Carlini-Wagner margin (C&W L-inf within the budget) instead of the
+    cross-entropy. ``eps`` may be a tensor ``(N, 1, 1, 1)`` of per-image budgets; FGSM is ``steps=1, step=eps``."""
+    x_adv = x
+    if random_start:
+        x_adv = (x + (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device) * eps).clamp(0, 1)
     for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
-        (grad,) = torch.autograd.grad(loss, x_adv)
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = model(x_adv)
+        objective = F.cross_entropy(logits, y, reduction="sum") if loss == "ce" else margin_loss(logits, y)
+        (grad,) = torch.autograd.grad(objective, x_adv)
         x_adv = torch.min(torch.max(x_adv.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
     return x_adv.detach()
 
 
-def pairs_cache_path(folder: str | Path, source: nn.Module, x: np.ndarray, y: np.ndarray, eps: float, step: float,
-                     steps: int, seed: int) -> Path:
+#: ``craft(model, x, y, generator, start) -> adversarial x`` for one batch whose first row is ``start``.
+Craft = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator, int], torch.Tensor]
+
+
+def pairs_cache_path(folder: str | Path, source: nn.Module, x: np.ndarray, y: np.ndarray, recipe: dict) -> Path:
     """Where the pairs of these inputs are cached: the file name is a key of everything that determines them (the
-    source model's weights, the images and labels, eps, step, steps and seed)."""
-    key = fingerprint("pairs-v2", source, x, y, float(eps), float(step), int(steps), seed)
+    source model's weights, the images and labels, and the recipe: eps, step, iterations, seed, ...)."""
+    key = fingerprint("pairs-v2", source, x, y, recipe)
     return Path(folder) / f"pairs_{key}.npz"
 
 
 def adversarial_pairs(model: nn.Module, x: np.ndarray, y: np.ndarray, cache: str | Path | None, eps: float = 8 / 255,
                       step: float = 2 / 255, steps: int = 100, batch_size: int = 256, seed: int = 0,
-                      device: str = "cpu", distributed: Distributed | None = None) -> np.ndarray:
+                      device: str = "cpu", distributed: Distributed | None = None,
+                      craft: Craft | None = None) -> np.ndarray:
     """PGD adversarial examples of ``x`` (float32 NCHW in ``[0, 1]``) against ``model``, as uint8 images.
+
+    ``craft`` replaces the PGD of ``eps``, ``step`` and ``steps`` by any attack (e.g. a different one per row).
 
     Stored with 8-bit quantisation, as DISCO stores its pairs (PNG). With ``cache`` (see :func:`pairs_cache_path`),
     finished batches are saved after every batch, so an interrupted run resumes where it stopped. Under ``torchrun``
@@ -64,16 +82,19 @@ def adversarial_pairs(model: nn.Module, x: np.ndarray, y: np.ndarray, cache: str
         f".part{distributed.rank}of{distributed.world}.npz")
     if cache is None and distributed.world > 1:
         raise ValueError("Pairs crafted across ranks need a cache file to meet in.")
+    if craft is None:
+        def craft(model, xb, yb, generator, start):
+            return pgd_linf(model, xb, yb, eps, step, steps, generator)
     crafted = None
     if len(share):
         crafted = _craft_share(model.eval().to(device), x, y, part, [starts[k] for k in share],
-                               [seeds[k] for k in share], batch_size, eps, step, steps, device)
+                               [seeds[k] for k in share], batch_size, craft, device)
     distributed.barrier()
     return crafted if cache is None else _assemble(x, cache, distributed, starts)
 
 
 def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | None, starts: list[int],
-                 seeds: list[int], batch_size: int, eps: float, step: float, steps: int, device: str) -> np.ndarray:
+                 seeds: list[int], batch_size: int, craft: Craft, device: str) -> np.ndarray:
     """Craft the batches beginning at ``starts`` (resuming from ``part`` when given); returns them as uint8."""
     first, last = starts[0], min(starts[-1] + batch_size, len(x))
     out, done = np.zeros((last - first, *x.shape[1:]), dtype=np.uint8), 0
@@ -81,13 +102,13 @@ def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | No
         with np.load(part) as archive:
             done = int(archive["done"])
             out[:done] = archive["x_adv"][:done]
-    for start, batch_seed in tqdm(list(zip(starts, seeds, strict=True)), desc=f"PGD-{steps} pairs", disable=None):
+    for start, batch_seed in tqdm(list(zip(starts, seeds, strict=True)), desc="adversarial pairs", disable=None):
         stop = min(start + batch_size, len(x))
         if stop - first <= done:
             continue
         xb = torch.from_numpy(x[start:stop]).to(device)
         yb = torch.from_numpy(y[start:stop]).long().to(device)
-        x_adv = pgd_linf(model, xb, yb, eps, step, steps, torch.Generator().manual_seed(batch_seed))
+        x_adv = craft(model, xb, yb, torch.Generator().manual_seed(batch_seed), start)
         out[start - first : stop - first] = (x_adv.cpu().numpy() * 255).round().astype(np.uint8)
         done = stop - first
         if part is not None:

@@ -1,0 +1,117 @@
+"""IDFR: input denoising and feature restoring (Li et al., 2021, arXiv:2111.10075).
+
+Two parts: the input denoiser, a purifier (:class:`IDFRPreprocessor`), and the feature restorer, which changes the
+model: it sits between the victim's encoder and head (:class:`IDFRDefence` deploys both). Both are deterministic
+and differentiable, so ``gradient="exact"`` is the full adaptive attack.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.deploy import DefenceChain, EmbeddingDefence
+from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
+from art_purifiers.weights import Weights, load_into, load_weights
+
+
+def _architecture(loaded: Weights) -> dict:
+    config = loaded.metadata
+    if config.get("method") != "idfr":
+        raise ValueError(f"{loaded.path} is not an IDFR weight file (its metadata names no IDFR architecture).")
+    return config
+
+
+def _incomplete(loaded: Weights, part: str, error: Exception) -> ValueError:
+    return ValueError(f"{loaded.path}: the {part} architecture in its metadata is incomplete ({error}).")
+
+
+def load_denoiser(weights: str | Path) -> tuple[InputDenoiser, dict]:
+    """The input denoiser of an IDFR weight file (registered name, ``"cifar10"`` for ``idfr_cifar10``, or a path)
+    and the file's metadata."""
+    loaded = load_weights(weights, method="idfr")
+    config = _architecture(loaded)
+    try:
+        denoiser = InputDenoiser(config["channels"], config["denoiser_widths"])
+    except (KeyError, TypeError) as error:
+        raise _incomplete(loaded, "denoiser", error) from error
+    return load_into(denoiser, loaded.subset("denoiser"), loaded.path), config
+
+
+def load_restorer(weights: str | Path) -> FeatureRestorer:
+    """The feature restorer of an IDFR weight file."""
+    loaded = load_weights(weights, method="idfr")
+    config = _architecture(loaded)
+    state = loaded.subset("restorer")
+    if not state:
+        raise ValueError(f"{loaded.path} holds no feature restorer; deploy the denoiser alone (restorer=False).")
+    try:
+        restorer = FeatureRestorer(config["embedding"], config["restorer_skips"])
+    except (KeyError, TypeError) as error:
+        raise _incomplete(loaded, "restorer", error) from error
+    return load_into(restorer, state, loaded.path)
+
+
+class IDFRPreprocessor(PurifierPreprocessor):
+    """IDFR's input denoiser: a U-Net that adds a learned correction to the image (Table 6), trained with the
+    cross-entropy of the frozen target on adversarial and Gaussian-augmented images (Algorithm 1).
+
+    | Paper link: https://arxiv.org/abs/2111.10075
+
+    :param weights: Registered weights (``"cifar10"``: trained for the bundled ResNet-20) or a path to an IDFR
+        ``.safetensors`` file written by the IDFR trainer.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor`.
+    """
+
+    def __init__(self, weights: str | Path = "cifar10", **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.weights = str(weights)
+        denoiser, self.config = load_denoiser(weights)
+        self.register_network("denoiser", denoiser)
+        self._check_params()
+
+    def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.denoiser(x)
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if hasattr(self, "config") and self.channels != self.config["channels"]:
+            raise ValueError(f"The denoiser takes {self.config['channels']} channels, not channels={self.channels}.")
+
+
+class IDFRDefence(DefenceChain):
+    """The whole IDFR: the input denoiser, then the feature restorer between the victim's encoder and head
+    (``logits = head(FR(encoder(ID(x))))``). ``restorer=False`` deploys the denoiser alone (the paper's ID row).
+
+    In plain ART::
+
+        deployment = IDFRDefence().deploy(victim)          # victim: the classifier the weights were trained for
+        classifier = deployment.classifier()              # or PyTorchClassifier(deployment.model, ...,
+                                                          #   preprocessing_defences=deployment.preprocessors)
+
+    :param weights: As for :class:`IDFRPreprocessor`; the restorer belongs to the victim it was trained through.
+    :param restorer: Whether to insert the feature restorer.
+    :param gradient: ``"exact"`` or ``"bpda"`` for both parts.
+    :param encoder: Explicit encoder of the victim (for models without timm's split; give ``head`` too).
+    :param head: Explicit head of the victim.
+    :param kwargs: Shared options of the denoiser (``batch_size``, ``device_type``, ...).
+    """
+
+    def __init__(self, weights: str | Path = "cifar10", restorer: bool | str = True, gradient: str = "exact",
+                 encoder=None, head=None, **kwargs) -> None:
+        self.restorer = _as_bool("restorer", restorer)
+        parts = [IDFRPreprocessor(weights, gradient=gradient, **kwargs)]
+        if self.restorer:
+            parts.append(EmbeddingDefence(load_restorer(weights), gradient=gradient, encoder=encoder, head=head))
+        super().__init__(parts)
+
+
+def _as_bool(name: str, value: bool | str) -> bool:
+    """``True``/``False``, also from the command line's ``true``/``false``."""
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
