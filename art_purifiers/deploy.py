@@ -190,7 +190,9 @@ class DefenceChain(Defence):
         return modes.pop() if len(modes) == 1 else "mixed"
 
     def configured(self, **params) -> DefenceChain:
-        return DefenceChain([defence.configured(**params) for defence in self.defences])
+        chain = copy.copy(self)  # keeps a subclass and its own attributes; the members are copied below
+        chain.defences = [defence.configured(**params) for defence in self.defences]
+        return chain
 
     def describe(self) -> dict:
         return {"chain": [{"defence": type(d).__name__, **d.describe()} for d in self.defences]}

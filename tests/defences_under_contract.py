@@ -22,8 +22,12 @@ from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.art import ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.deploy import Defence, DefenceChain, EmbeddingDefence
 from art_purifiers.nn import ImplicitRepresentation, SampleNet, SkipNetConfig
+from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
+from art_purifiers.training.idfr import IDFRTrainingConfig
+from art_purifiers.training.idfr import export_weights as export_idfr_weights
 from art_purifiers.training.irad import IRADTrainingConfig, export_weights
 
 TINY_IRAD = IRADTrainingConfig(blocks=1, features=8, hidden=(16,), samplenet_hidden=(16,), max_shift=1.0)
@@ -52,6 +56,22 @@ def tiny_irad_weights() -> Path:
     representation = ImplicitRepresentation(TINY_IRAD.blocks, TINY_IRAD.features, TINY_IRAD.hidden)
     samplenet = SampleNet(TINY_IRAD.features, TINY_IRAD.samplenet_hidden, TINY_IRAD.max_shift)
     export_weights(representation, samplenet, TINY_IRAD, path)
+    return path
+
+
+TINY_IDFR_WIDTHS = (4, 4, 8, 8, 8, 8, 8, 8)
+
+
+@cache
+def tiny_idfr_weights() -> Path:
+    """An IDFR weight file: a tiny denoiser (non-zero last layer, so it changes the image) and a restorer for
+    64-dimensional embeddings (TinyCNN's and the CIFAR ResNets')."""
+    torch.manual_seed(0)
+    denoiser = InputDenoiser(widths=TINY_IDFR_WIDTHS)
+    nn.init.normal_(denoiser.layer9.weight, std=0.01)
+    restorer = FeatureRestorer(64)
+    path = Path(tempfile.mkdtemp(prefix="art_purifiers_test_")) / "idfr_tiny.safetensors"
+    export_idfr_weights(denoiser, restorer, IDFRTrainingConfig(), path, "TinyCNN")
     return path
 
 
@@ -112,6 +132,7 @@ CASES = [
     ContractCase("irad-variant", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "variant", **kw)),
     ContractCase("dip", tiny_dip, gradients=("bpda",)),
     ContractCase("dipdefend", tiny_dipdefend, gradients=("bpda",)),
+    ContractCase("idfr-denoiser", lambda **kw: IDFRPreprocessor(tiny_idfr_weights(), **kw)),
     ContractCase("art-jpeg", lambda **kw: ARTPreprocessor("JpegCompression", options={"quality": 50}, **kw),
                  gradients=("bpda",)),
     ContractCase("art-feature-squeezing", lambda **kw: ARTPreprocessor("FeatureSqueezing", options={"bit_depth": 4},
@@ -126,6 +147,7 @@ MODEL_CASES = [
     ContractCase("embedding-identity", embedding_identity),
     ContractCase("embedding-linear", embedding_linear),
     ContractCase("purifier-then-embedding", purifier_then_embedding),
+    ContractCase("idfr", lambda **kw: IDFRDefence(tiny_idfr_weights(), **kw)),
 ]
 
 #: (case, gradient mode) pairs, with readable ids, for ``pytest.mark.parametrize``.
