@@ -36,6 +36,8 @@ def _evaluate_parser(sub) -> None:
                    help="'resnet20' or 'resnet32' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with "
                    "--victim-checkpoint")
     p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
+    p.add_argument("--source", default=None,
+                   help="classifier the transfer threat model crafts on (same forms as --victim, e.g. resnet32)")
     p.add_argument("--victim-mean", type=float, nargs=3, default=None, help="normalisation mean inside the victim")
     p.add_argument("--victim-std", type=float, nargs=3, default=None, help="normalisation std inside the victim")
     p.add_argument("--data-root", default=None, help="CIFAR-10 python-layout folder (default: bundled sample)")
@@ -146,6 +148,8 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--data-root {args.data_root} is not a folder.")
     if args.victim_checkpoint and not str(args.victim).startswith("timm:"):
         raise ValueError("--victim-checkpoint is for timm victims; give a CIFAR ResNet checkpoint as --victim.")
+    if ("transfer" in args.threat) != (args.source is not None):
+        raise ValueError("--threat transfer and --source go together: transfer crafts its examples on --source.")
     if args.split == "train" and args.data_root is None:
         raise ValueError("--split train needs --data-root (the bundled sample holds test images only).")
     _check_device(args.device)
@@ -226,7 +230,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
         batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
         victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
-        queries=args.queries,
+        queries=args.queries, source=None if args.source is None else load_victim(args.source).to(device),
+        source_name=str(args.source),
     )
     source = args.data_root or "bundled sample"
     table.meta.update({"data_source": source, "split": args.split, "images": [int(part[0]), int(part[-1])],

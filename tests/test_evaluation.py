@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_CIFAR10, needs_shared_data
+from conftest import SHARED_CIFAR10, TinyCNN, needs_shared_data
 
 from art_purifiers import ResamplingPreprocessor
 from art_purifiers.cli import main
@@ -335,3 +335,19 @@ def test_perturbation_size_and_budget():
     np.testing.assert_allclose(perturbation_size(x_adv - x, "2"), [0.5, 0.6, 0.1], rtol=1e-6)
     assert within_budget(x, x_adv, "inf", 0.3).tolist() == [False, True, True]
     assert within_budget(x, x_adv, 2, 0.5).tolist() == [True, False, True]
+
+
+def test_transfer_crafts_on_the_source(tiny_model, images, labels, tmp_path):
+    """``transfer``: examples crafted on another classifier; each source gets its own cache entry."""
+    torch.manual_seed(5)
+    source = TinyCNN().eval()
+    defences = {"r": ResamplingPreprocessor(device_type="cpu")}
+    table = evaluate(tiny_model, defences, images, labels, threats=("transfer",), attack=AttackSpec("fgsm"),
+                     cache_dir=tmp_path, source=source, source_name="other")
+    assert [r.defence for r in table.rows] == ["none", "r"] and "other" in table.rows[0].note
+    torch.manual_seed(6)
+    evaluate(tiny_model, defences, images, labels, threats=("transfer",), attack=AttackSpec("fgsm"),
+             cache_dir=tmp_path, source=TinyCNN().eval())
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+    with pytest.raises(ValueError, match="needs a source"):
+        evaluate(tiny_model, defences, images, labels, threats=("transfer",))

@@ -51,7 +51,7 @@ def test_eot_on_random_resampling():
     assert table.rows[0].ra is not None and table.rows[0].ra < table.rows[0].sa - 10  # EOT-PGD breaks it
 
 
-@pytest.mark.parametrize("name", ["resampling", "irad", "dip"])
+@pytest.mark.parametrize("name", ["resampling", "irad", "dip", "idfr"])
 def test_example_runs(name, capsys, monkeypatch):
     """The example scripts run to the end (with their default arguments) and print their accuracies."""
     monkeypatch.setattr(sys, "argv", [f"{name}.py"])

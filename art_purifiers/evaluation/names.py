@@ -1,7 +1,7 @@
 """The names the harness accepts, in a module light enough for the command line to check arguments with."""
 
 #: Threat models of :func:`~art_purifiers.evaluation.runner.evaluate`, in the order their rows appear.
-THREATS = ("clean", "oblivious", "bpda", "adaptive", "eot", "decision")
+THREATS = ("clean", "oblivious", "transfer", "bpda", "adaptive", "eot", "decision")
 #: Attacks of :class:`~art_purifiers.evaluation.attacks.AttackSpec` (HopSkipJump is ``decision``'s own attack).
 ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
 #: Output formats of :meth:`~art_purifiers.evaluation.report.ResultTable.render`.

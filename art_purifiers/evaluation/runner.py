@@ -4,6 +4,8 @@ Threat models (see ``docs/evaluating.md`` for what each does and does not prove)
 
 * ``clean``: accuracy of the victim, and of victim + defence, on clean images (SA).
 * ``oblivious``: adversarial examples crafted on the bare victim, classified through the defence.
+* ``transfer``: adversarial examples crafted on another bare classifier (``source``), classified by the victim with
+  and without the defence (the black-box setting of IDFR's Table 1).
 * ``bpda``: the attack runs on victim + defence with ``gradient="bpda"`` (identity backward).
 * ``adaptive``: the attack runs on victim + defence with ``gradient="exact"`` (refused, with a note, for
   defences that are not differentiable).
@@ -131,8 +133,10 @@ def _seed_everything(seed: int) -> None:
 class _Evaluation:
     """State shared by the threat models of one :func:`evaluate` call."""
 
-    def __init__(self, victim, defences, x, y, seed, batch_size, device, cache_dir, verbose, eot_draws, queries):
+    def __init__(self, victim, defences, x, y, seed, batch_size, device, cache_dir, verbose, eot_draws, queries,
+                 source=None, source_name="source"):
         self.victim, self.defences, self.x, self.y = victim, dict(defences), x, y
+        self.source, self.source_name = source, source_name
         self.seed, self.batch_size, self.device, self.verbose = seed, batch_size, device, verbose
         self.eot_draws, self.queries = eot_draws, queries
         self.cache = AdversarialCache(cache_dir)
@@ -197,6 +201,8 @@ def evaluate(
     verbose: bool = False,
     eot_draws: int = 8,
     queries: int = 1000,
+    source: nn.Module | None = None,
+    source_name: str = "source",
 ) -> ResultTable:
     """Evaluate each defence under each threat model on ``(x, y)``.
 
@@ -211,6 +217,8 @@ def evaluate(
     :param cache_dir: Folder of the adversarial-example cache, or ``None``.
     :param eot_draws: Draws averaged by the ``eot`` threat model (and ``decision`` on random defences).
     :param queries: HopSkipJump's query budget per image (``decision``).
+    :param source: The classifier ``transfer`` crafts its examples on (images in ``[0, 1]`` to logits).
+    :param source_name: Its name in the rows' notes and the table's settings.
     :return: A :class:`~art_purifiers.evaluation.report.ResultTable`. SA is the clean accuracy of the
         deployed classifier, RA its accuracy on the threat model's adversarial examples.
     """
@@ -219,10 +227,13 @@ def evaluate(
         raise ValueError(f"Unknown threat models {sorted(unknown)}; choose from {THREATS}.")
     if NO_VICTIM_DEFENCE in defences:
         raise ValueError(f"{NO_VICTIM_DEFENCE!r} names the bare victim; give the defence another name.")
+    if "transfer" in threats and source is None:
+        raise ValueError("The transfer threat model needs a source classifier to craft its examples on.")
     specs = [AttackSpec()] if attack is None else [attack] if isinstance(attack, AttackSpec) else list(attack)
     run = _Evaluation(victim, defences, x.astype(np.float32), np.asarray(y, dtype=np.int64), seed, batch_size, device,
-                      cache_dir, verbose, eot_draws, queries)
+                      cache_dir, verbose, eot_draws, queries, source, source_name)
     table = ResultTable(meta={"victim": victim_name, "n": len(x), "seed": seed,
+                              **({"source": source_name} if "transfer" in threats else {}),
                               "attacks": [s.settings() for s in specs],
                               "defences": {name: d.fingerprint() for name, d in defences.items()}})
     if "clean" in threats:
@@ -232,7 +243,7 @@ def evaluate(
     budgets = list({(s.norm, s.eps): s for s in specs}.values())
     jobs = [(threat, spec, name) for threat in THREATS if threat in threats and threat != "clean"
             for spec in (budgets if threat == "decision" else specs)
-            for name in ([None] if threat == "oblivious" else list(defences))]
+            for name in ([None] if threat in ("oblivious", "transfer") else list(defences))]
     for threat, spec, name in tqdm(jobs, desc="threat models", disable=not verbose or not jobs):
         table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
     return table
@@ -245,6 +256,15 @@ def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
     return [run.row(name, "oblivious", spec.label(), x_adv, seconds,
                     "" if name == NO_VICTIM_DEFENCE else "adv. crafted on the bare victim", spec.settings())
             for name in run.deployed]
+
+
+def _transfer(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
+    source = Deployment(run.source).classifier(device=run.device)
+    x_adv, seconds = run.crafted(("transfer", spec.settings(), run.source),
+                                 lambda partial: spec.build(source, run.batch_size, run.verbose, run.seed, partial),
+                                 spec.budget())
+    return [run.row(name, "transfer", spec.label(), x_adv, seconds, f"adv. crafted on the bare {run.source_name}",
+                    spec.settings()) for name in run.deployed]
 
 
 def _gradient_threat(threat: str, gradient: str):
@@ -294,6 +314,7 @@ def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
 
 _THREAT_MODELS = {
     "oblivious": _oblivious,
+    "transfer": _transfer,
     "bpda": _gradient_threat("bpda", "bpda"),
     "adaptive": _gradient_threat("adaptive", "exact"),
     "eot": _eot,
