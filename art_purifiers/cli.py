@@ -76,9 +76,13 @@ def _fraction(name: str, text: str) -> float:
     from fractions import Fraction
 
     try:
-        value = float(Fraction(text))
-    except (ValueError, ZeroDivisionError, OverflowError) as error:
+        exact = Fraction(text)
+    except (ValueError, ZeroDivisionError) as error:
         raise ValueError(f"{name} must be a number or a fraction such as 8/255, got {text!r}.") from error
+    try:
+        value = float(exact)
+    except OverflowError as error:
+        raise ValueError(f"{name} must be finite, got {text!r}.") from error
     from art_purifiers.checks import check_number
 
     return check_number(name, value, minimum=0, open_minimum=True)

@@ -1,8 +1,10 @@
 """Reliability battery (issue #15): every bad input gets the exact error type and a message that says what is wrong.
 
 Each case is fast (tiny networks, a few pixels): parameters are refused at construction, DIP's image-size minimum
-before any fitting, a non-finite defence output before it is scored, and a bad CIFAR-10 batch before anything in it
-runs. Cases are grouped by what they guard; add new ones to the matching table.
+before any fitting, a non-finite defence output before it is scored, a bad CIFAR-10 batch before anything in it
+runs, a bad command-line argument before any model or data loads, and a bad weight file when it is read (corrupt
+adversarial-example caches: tests/test_deploy.py). Cases are grouped by what they guard; add new ones to the
+matching table.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from defences_under_contract import TINY_DIP, dip_victim, tiny_dip, tiny_dipdefe
 
 from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import MAX_SEED, PurifierPreprocessor
+from art_purifiers.cli import main
 from art_purifiers.data.cifar10 import _read_batch, load_cifar10_uint8
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.models import load_victim
 from art_purifiers.nn.dip import SkipNetConfig, dip_trace
+from art_purifiers.weights import load_into, load_weights, read_metadata, save_safetensors
 
 NAN, INF = float("nan"), float("inf")
 
@@ -286,4 +291,107 @@ def test_loader_reports_the_bad_file(tmp_path):
         load_cifar10_uint8(tmp_path, "test")
 
 
-# CLI, cache and weights files: see the Foundation II work
+# --------------------------------------------------------------------------------------------------------------
+# Command line: every bad argument exits 2 with one line naming it, before any model or data is loaded
+# --------------------------------------------------------------------------------------------------------------
+def _cli_error(capsys, argv: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error  # one line, no traceback
+    return error
+
+
+def _bad_data_root(tmp_path: Path, content: bytes) -> str:
+    _write(tmp_path / "test_batch", content)
+    return str(tmp_path)
+
+
+BAD_EVALUATE = [
+    ("eps-zero-denominator", ["--eps", "8/0"], "--eps must be a number"),
+    ("step-zero-denominator", ["--step-size", "1/0"], "--step-size must be a number"),
+    ("eps-infinite", ["--eps", "1e999"], "--eps must be finite"),
+    ("eps-negative", ["--eps=-1/255"], r"--eps must lie in \(0, inf\)"),
+    ("n-zero", ["--n", "0"], "--n must be an integer in"),
+    ("n-negative", ["--n", "-1"], "--n must be an integer in"),
+    ("shard-out-of-range", ["--shard", "5/3"], "--shard must be I/N"),
+    ("shard-text", ["--shard", "abc"], "--shard must be I/N"),
+    ("device-unknown", ["--device", "tpu"], "--device must be cpu or cuda"),
+    ("steps-zero", ["--steps", "0"], "--steps must be an integer"),
+    ("queries-zero", ["--queries", "0"], "--queries must be an integer"),
+    ("unknown-defence", ["--defence", "nope"], "Unknown defence 'nope'"),
+    ("unknown-parameter", ["--defence", "resampling:foo=1"], r"Unknown parameter\(s\) \['foo'\]"),
+    ("infinite-parameter", ["--defence", "resampling:magnitude=1e999", "--n", "2"], r"magnitude \(pixels\) must be finite"),
+    ("transfer-without-source", ["--threat", "transfer"], "--threat transfer and --source go together"),
+    ("missing-victim", ["--victim", "/no/such/file.th"], "Unknown victim"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), [c[1:] for c in BAD_EVALUATE], ids=[c[0] for c in BAD_EVALUATE])
+def test_bad_evaluate_argument(capsys, argv, message):
+    assert re.search(message, _cli_error(capsys, ["evaluate", "--quiet", "--no-cache", *argv]))
+
+
+def test_bad_output_paths_are_refused_before_the_run(capsys, tmp_path):
+    for option in ("--output", "--json", "--plot"):
+        assert "is a folder" in _cli_error(capsys, ["evaluate", option, str(tmp_path)])
+        missing = str(tmp_path / "nowhere" / "table.png")
+        assert "does not exist" in _cli_error(capsys, ["evaluate", option, missing])
+    assert "must end in .png" in _cli_error(capsys, ["evaluate", "--plot", str(tmp_path / "figure.jpg")])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_gpu(capsys):
+    assert "no CUDA device" in _cli_error(capsys, ["evaluate", "--device", "cuda"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty"), (b"\x80\x02garbage", "not a readable"), (pickle.dumps({b"labels": [1]}), "no 'data' entry"),
+], ids=["empty", "garbage", "no-data"])
+def test_bad_batch_under_data_root(capsys, tmp_path, content, message):
+    error = _cli_error(capsys, ["evaluate", "--data-root", _bad_data_root(tmp_path, content), "--n", "2"])
+    assert "test_batch" in error and message in error
+
+
+def test_truncated_and_malicious_victim_checkpoints(capsys, tmp_path):
+    good = tmp_path / "good.th"
+    torch.save({"state_dict": load_victim().network.state_dict()}, good)
+    truncated = tmp_path / "truncated.th"
+    truncated.write_bytes(good.read_bytes()[:1000])
+    assert "not a readable checkpoint" in _cli_error(capsys, ["evaluate", "--victim", str(truncated)])
+    malicious = tmp_path / "malicious.th"
+    marker = tmp_path / "ran"
+    with open(malicious, "wb") as handle:
+        pickle.dump(_Payload(os.system, f"touch {marker}"), handle)
+    assert "not a readable checkpoint" in _cli_error(capsys, ["evaluate", "--victim", str(malicious)])
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weight files: safetensors only, finite, the expected tensors
+# --------------------------------------------------------------------------------------------------------------
+def test_weight_files_are_validated(tmp_path):
+    pickled = tmp_path / "weights.pt"
+    pickled.write_bytes(b"not read")
+    with pytest.raises(ValueError, match="Only .safetensors"):
+        load_weights(pickled)
+    header = tmp_path / "corrupt.safetensors"
+    header.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_weights(header)
+    nan = tmp_path / "nan.safetensors"
+    save_safetensors({"w": torch.tensor([1.0, NAN])}, nan, {"method": "irad"})
+    with pytest.raises(ValueError, match="'w' holds NaN or infinite values"):
+        load_weights(nan, method="irad")
+    with pytest.raises(ValueError, match=r"does not fit Linear \(missing: \['bias'\]; wrong shape: \['weight'\]\)"):
+        load_into(torch.nn.Linear(3, 2), {"weight": torch.ones(3, 3)}, "test file")
+
+
+def test_irad_weights_full_of_nan_are_refused(tmp_path):
+    tensors = {k: torch.full_like(v, NAN) if v.is_floating_point() else v
+               for k, v in load_weights(tiny_irad_weights()).tensors.items()}
+    path = tmp_path / "irad_nan.safetensors"
+    save_safetensors(tensors, path, read_metadata(tiny_irad_weights()))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        IRADPreprocessor(path)

@@ -40,7 +40,8 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     try:
         return read_reference_checkpoint(path)
     except Exception as error:  # torch.load raises many types for truncated files and refused pickles
-        raise ValueError(f"{path} is not a readable checkpoint (weights_only loading refused it: {error}).") from error
+        raise ValueError(f"{path} is not a readable checkpoint ({type(error).__name__}): it is truncated or holds "
+                         "more than tensors, whose loading would run code and is refused.") from error
 
 
 def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mean, std) -> nn.Module:
