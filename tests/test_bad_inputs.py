@@ -322,7 +322,7 @@ BAD_EVALUATE = [
     ("queries-zero", ["--queries", "0"], "--queries must be an integer"),
     ("unknown-defence", ["--defence", "nope"], "Unknown defence 'nope'"),
     ("unknown-parameter", ["--defence", "resampling:foo=1"], r"Unknown parameter\(s\) \['foo'\]"),
-    ("infinite-parameter", ["--defence", "resampling:magnitude=1e999", "--n", "2"], r"magnitude \(pixels\) must be finite"),
+    ("infinite-parameter", ["--defence", "resampling:magnitude=1e999"], r"magnitude \(pixels\) must be finite"),
     ("transfer-without-source", ["--threat", "transfer"], "--threat transfer and --source go together"),
     ("missing-victim", ["--victim", "/no/such/file.th"], "Unknown victim"),
 ]
