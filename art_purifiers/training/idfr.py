@@ -41,7 +41,7 @@ from art_purifiers.training.loops import (
     pairs_cache_path,
     pgd_linf,
 )
-from art_purifiers.training.registry import Trainer, TrainingJob
+from art_purifiers.training.registry import Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
 
 #: Attacks of Algorithm 1 (C&W L-inf: PGD without random start on the C&W margin, inside the budget).
@@ -375,8 +375,8 @@ def run(config: IDFRTrainingConfig, job: TrainingJob) -> dict:
     denoiser, restorer, report = train_idfr(config, job.x, job.y, load_victim(target_name), job.out_dir, job.device)
     report.update(command=job.command, target=target_name)
     if job.export is not None:
-        provenance = {k: report[k] for k in ("command", "machine", "device", "world", "images", "seconds", "target")}
-        report["sha256"] = export_weights(denoiser, restorer, config, job.export, target_name, provenance)
+        record = provenance(report, "target")
+        report["sha256"] = export_weights(denoiser, restorer, config, job.export, target_name, record)
     return report
 
 

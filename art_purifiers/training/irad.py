@@ -38,7 +38,7 @@ from art_purifiers.training.loops import (
     iteration_generator,
     pairs_cache_path,
 )
-from art_purifiers.training.registry import Trainer, TrainingJob
+from art_purifiers.training.registry import Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
 
 logger = logging.getLogger(__name__)
@@ -240,8 +240,8 @@ def run(config: IRADTrainingConfig, job: TrainingJob) -> dict:
                                                    job.device)
     report.update(command=job.command, source=source_name)
     if job.export is not None:
-        provenance = {k: report[k] for k in ("command", "machine", "device", "world", "images", "seconds", "source")}
-        report["sha256"] = export_weights(representation, samplenet, config, job.export, provenance)
+        record = provenance(report, "source")
+        report["sha256"] = export_weights(representation, samplenet, config, job.export, record)
     return report
 
 

@@ -58,6 +58,12 @@ class Trainer:
         return next(iter(self.presets))
 
 
+def provenance(report: dict, *extra: str) -> dict:
+    """What a weight file records of the run that built it: command, machine, device, world size, images, seconds
+    and the trainer's ``extra`` report keys."""
+    return {key: report[key] for key in ("command", "machine", "device", "world", "images", "seconds", *extra)}
+
+
 def configurable_fields(config) -> dict[str, object]:
     """The fields of a configuration that ``--set`` may change, with their values in ``config``."""
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "extra"}
