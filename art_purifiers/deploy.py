@@ -124,6 +124,13 @@ class Deployment:
             device_type="cpu" if str(device) == "cpu" else "gpu",
         )
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """What the deployed classifier computes on ``x`` ``(N, C, H, W)``: each preprocessor's ``forward``, then the
+        model (differentiable as the defences' gradient modes make it)."""
+        for preprocessor in self.preprocessors:
+            x, _ = preprocessor.forward(x)
+        return self.model(x)
+
     def with_eot(self, draws: int) -> Deployment:
         """The same deployment with the expectation over ``draws`` draws inside the model (no preprocessors)."""
         return Deployment(EOTClassifier(self.model, self.preprocessors, draws), [])

@@ -7,7 +7,14 @@ import torch
 from defences_under_contract import ConvPurifier
 
 from art_purifiers import ResamplingPreprocessor
-from art_purifiers.evaluation.benchmark import machine, multiply_accumulates, peak_memory_bytes, time_purifier
+from art_purifiers.deploy import Deployment
+from art_purifiers.evaluation.benchmark import (
+    machine,
+    multiply_accumulates,
+    peak_memory_bytes,
+    time_deployment,
+    time_purifier,
+)
 
 
 def test_time_purifier_counts_every_image():
@@ -35,3 +42,12 @@ def test_multiply_accumulates_of_a_convolution():
 def test_peak_memory_and_machine():
     assert peak_memory_bytes(torch.device("cpu")) > 10 * 2**20
     assert machine()["threads"] >= 1
+
+
+def test_deployment_timing_and_macs(tiny_model):
+    x = torch.rand(4, 3, 32, 32)
+    bare = Deployment(tiny_model)
+    defended = ResamplingPreprocessor(device_type="cpu").deploy(tiny_model)
+    timing = time_deployment(defended, x, batch_size=2, repeats=1)
+    assert timing.images == 4 and timing.seconds > 0
+    assert multiply_accumulates(defended, x) >= multiply_accumulates(bare, x) > 0

@@ -185,13 +185,6 @@ class TestAttacksAndChecks:
             assert not np.array_equal(unseeded(images)[0], unseeded(images)[0])
 
 
-def deployed_logits(deployment, x: torch.Tensor) -> torch.Tensor:
-    """What the deployed classifier computes, by hand: each preprocessor's forward, then the model."""
-    for preprocessor in deployment.preprocessors:
-        x, _ = preprocessor.forward(x)
-    return deployment.model(x)
-
-
 @pytest.mark.parametrize(("case", "mode"), DEPLOY_MODES, ids=DEPLOY_MODE_IDS)
 class TestDeployment:
     """The contract of every deployable defence, preprocessor or model change, through ``Defence.deploy``."""
@@ -201,7 +194,7 @@ class TestDeployment:
         predictions = deployment.classifier().predict(images)
         assert predictions.shape == (len(images), 10) and predictions.dtype == np.float32
         with torch.no_grad():
-            expected = deployed_logits(deployment, torch.from_numpy(images)).numpy()
+            expected = deployment.logits(torch.from_numpy(images)).numpy()
         np.testing.assert_allclose(predictions, expected, atol=1e-5)
 
     def test_loss_gradient_is_autograd_of_deployment(self, case, mode, tiny_model, images, labels):
@@ -209,7 +202,7 @@ class TestDeployment:
         deployment = build(case, mode).deploy(tiny_model)
         gradient = deployment.classifier().loss_gradient(images, one_hot(labels))
         xt = torch.from_numpy(images).requires_grad_(True)
-        nn.CrossEntropyLoss()(deployed_logits(deployment, xt), torch.from_numpy(labels)).backward()
+        nn.CrossEntropyLoss()(deployment.logits(xt), torch.from_numpy(labels)).backward()
         np.testing.assert_allclose(gradient, xt.grad.numpy(), rtol=1e-4, atol=1e-7)
         assert np.abs(gradient).sum() > 0
 

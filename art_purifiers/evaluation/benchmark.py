@@ -13,6 +13,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.deploy import Deployment
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,28 @@ def _synchronise(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _best_time(call, batches: tuple[torch.Tensor, ...], repeats: int, warmup: bool) -> float:
+    """Best wall time of ``repeats`` passes of ``call`` over ``batches``, without gradients."""
+    best = float("inf")
+    with torch.no_grad():
+        if warmup:
+            call(batches[0])
+        for _ in range(repeats):
+            _synchronise(batches[0].device)
+            start = time.perf_counter()
+            for batch in batches:
+                call(batch)
+            _synchronise(batches[0].device)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _check_batches(x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
+    if len(x) % batch_size:
+        raise ValueError(f"The number of images ({len(x)}) must be a multiple of batch_size ({batch_size}).")
+    return torch.split(x, batch_size)
+
+
 def time_purifier(defence: PurifierPreprocessor, x: torch.Tensor, batch_size: int, repeats: int = 3,
                   warmup: bool = True) -> Timing:
     """Time ``defence`` on ``x`` (``(N, C, H, W)`` in ``[0, 1]``, already on the device to measure), in calls of
@@ -52,34 +75,32 @@ def time_purifier(defence: PurifierPreprocessor, x: torch.Tensor, batch_size: in
     The defence's own chunking is set to ``batch_size`` for the measurement (so one call purifies one batch) and
     restored afterwards.
     """
-    if len(x) % batch_size:
-        raise ValueError(f"The number of images ({len(x)}) must be a multiple of batch_size ({batch_size}).")
+    batches = _check_batches(x, batch_size)
     chunking = defence.batch_size
     defence.set_params(batch_size=batch_size)
-    batches = torch.split(x, batch_size)
-    best = float("inf")
     try:
-        with torch.no_grad():
-            if warmup:
-                defence.forward(batches[0])
-            for _ in range(repeats):
-                _synchronise(x.device)
-                start = time.perf_counter()
-                for batch in batches:
-                    defence.forward(batch)
-                _synchronise(x.device)
-                best = min(best, time.perf_counter() - start)
+        best = _best_time(defence.forward, batches, repeats, warmup)
     finally:
         defence.set_params(batch_size=chunking)
     return Timing(str(x.device), batch_size, len(x), repeats, best, torch.get_num_threads())
 
 
-def multiply_accumulates(defence: PurifierPreprocessor, x: torch.Tensor) -> float:
-    """Multiply-accumulates per image of one purification of ``x`` (matrix products and convolutions, as counted
-    by :class:`torch.utils.flop_counter.FlopCounterMode`, whose FLOPs are two per multiply-accumulate)."""
+def time_deployment(deployment: Deployment, x: torch.Tensor, batch_size: int, repeats: int = 3) -> Timing:
+    """Time a whole deployed classifier (defences and victim, :meth:`Deployment.logits`) as :func:`time_purifier`
+    times a purifier: what a defence costs against the bare victim's own timing."""
+    return Timing(str(x.device), batch_size, len(x), repeats,
+                  _best_time(deployment.logits, _check_batches(x, batch_size), repeats, True),
+                  torch.get_num_threads())
+
+
+def multiply_accumulates(defence, x: torch.Tensor) -> float:
+    """Multiply-accumulates per image of one pass of ``x`` through a purifier (its ``forward``) or a
+    :class:`~art_purifiers.deploy.Deployment` (its ``logits``): matrix products and convolutions, as counted by
+    :class:`torch.utils.flop_counter.FlopCounterMode`, whose FLOPs are two per multiply-accumulate."""
     counter = FlopCounterMode(display=False)
+    call = defence.logits if isinstance(defence, Deployment) else defence.forward
     with torch.no_grad(), counter:
-        defence.forward(x)
+        call(x)
     return counter.get_total_flops() / 2 / len(x)
 
 
