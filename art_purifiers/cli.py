@@ -156,7 +156,21 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
         raise ValueError("--threat transfer and --source go together: transfer crafts its examples on --source.")
     if args.split == "train" and args.data_root is None:
         raise ValueError("--split train needs --data-root (the bundled sample holds test images only).")
+    for spec in args.defence:
+        _check_defence_spec(spec)
     _check_device(args.device)
+
+
+def _check_defence_spec(spec: str) -> None:
+    """Against the live registry when the defences are already imported (a program that registered its own),
+    else against the built-in table, which needs neither torch nor ART."""
+    loaded = sys.modules.get("art_purifiers.defences")
+    if loaded is not None:
+        loaded.check_defence_spec(spec)
+    else:
+        from art_purifiers.specs import check_builtin_spec
+
+        check_builtin_spec(spec)
 
 
 def _check_device(device: str | None) -> None:
@@ -201,13 +215,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from art_purifiers.defences import check_defence_spec, make_defence
+    from art_purifiers.defences import make_defence
     from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate
     from art_purifiers.evaluation.report import describe_data
     from art_purifiers.models import load_victim
 
-    for spec in args.defence:
-        check_defence_spec(spec)
     specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
                         random_start=not args.no_random_start)
              for name in args.attack for eps in args.eps_values]

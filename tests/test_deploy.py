@@ -169,3 +169,15 @@ def test_art_defence_spec_errors():
         make_defence("art:JpegCompression:qualty=75")
     with pytest.raises(ValueError, match="Unknown parameter"):
         make_defence("resampling:foo=1")
+
+
+def test_light_spec_tables_equal_the_classes():
+    """The command line checks specs against tables that need no torch; they must match the real signatures."""
+    from art_purifiers.defences import _BASE_OPTIONS, _resolve
+    from art_purifiers.defences.art import ART_DEFENCES
+    from art_purifiers.specs import ART_DEFENCE_NAMES, BASE_OPTIONS, BUILTIN_PARAMETERS
+
+    assert BASE_OPTIONS == _BASE_OPTIONS and tuple(ART_DEFENCES) == ART_DEFENCE_NAMES
+    assert set(BUILTIN_PARAMETERS) == set(DEFENCES)
+    for name in DEFENCES:
+        assert BUILTIN_PARAMETERS[name] == _resolve(name)[3], name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 from collections.abc import Callable
 
@@ -13,6 +12,7 @@ from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
 from art_purifiers.deploy import Defence
+from art_purifiers.specs import parse_defence_spec
 
 __all__ = [
     "ART_DEFENCES",
@@ -39,29 +39,6 @@ DEFENCES: dict[str, Callable[..., Defence]] = {
     "idfr": IDFRDefence,
 }
 _BASE_OPTIONS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
-
-
-def _value(text: str):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def parse_defence_spec(spec: str) -> tuple[str, dict]:
-    """``"resampling:interpolation=nearest,magnitude=1.5"`` -> ``("resampling", {...})``;
-    ``"art:JpegCompression:quality=75"`` -> ``("art", {"preprocessor": "JpegCompression", "quality": 75})``."""
-    name, _, arguments = spec.partition(":")
-    kwargs = {}
-    if name.strip() == "art":
-        preprocessor, _, arguments = arguments.partition(":")
-        kwargs["preprocessor"] = preprocessor.strip()
-    for item in filter(None, (part.strip() for part in arguments.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"Defence argument {item!r} in {spec!r} is not of the form key=value.")
-        kwargs[key.strip()] = _value(value.strip())
-    return name.strip(), kwargs
 
 
 def _art_defence(preprocessor: str = "", **kwargs) -> ARTPreprocessor:

@@ -18,6 +18,7 @@ from art.defences import preprocessor as art_preprocessors
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.specs import ART_DEFENCE_NAMES
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ ART_DEFENCES = {
     "SpatialSmoothing": _Layout("argument"),
     "TotalVarMin": _Layout("last", randomized=True),
 }
+assert tuple(ART_DEFENCES) == ART_DEFENCE_NAMES  # the command line checks specs against the light copy
 
 
 class ARTPreprocessor(PurifierPreprocessor):
