@@ -19,6 +19,7 @@ _EXPORTS = {
     "ARTPreprocessor": "art_purifiers.defences",
     "DIPDefendPreprocessor": "art_purifiers.defences",
     "DIPPreprocessor": "art_purifiers.defences",
+    "DIRPreprocessor": "art_purifiers.defences",
     "IDFRDefence": "art_purifiers.defences",
     "IDFRPreprocessor": "art_purifiers.defences",
     "IRADPreprocessor": "art_purifiers.defences",

@@ -17,6 +17,7 @@ BUILTIN_PARAMETERS: dict[str, frozenset[str]] = {
                            "warmup", "grid", "keep", "ssim_threshold", "step"},
     "dipdefend": BASE_OPTIONS | {"network", "iterations", "lr", "noise_scale", "input_jitter", "smoothing"},
     "idfr": BASE_OPTIONS | {"weights", "restorer", "encoder", "head"},
+    "dir": BASE_OPTIONS | {"weights", "masks", "ratio"},
 }
 #: ART preprocessors accepted as ``art:CLASS`` (their options are checked when they are built).
 ART_DEFENCE_NAMES = ("JpegCompression", "FeatureSqueezing", "SpatialSmoothing", "TotalVarMin")

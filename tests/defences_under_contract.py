@@ -22,10 +22,14 @@ from art_purifiers import IRADPreprocessor, ResamplingPreprocessor
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.art import ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.dir import DIRPreprocessor
 from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.deploy import Defence, DefenceChain, EmbeddingDefence
 from art_purifiers.nn import ImplicitRepresentation, SampleNet, SkipNetConfig
 from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
+from art_purifiers.nn.masked_vit import MaskedViTDenoiser
+from art_purifiers.training.dir import DIRTrainingConfig
+from art_purifiers.training.dir import export_weights as export_dir_weights
 from art_purifiers.training.idfr import IDFRTrainingConfig
 from art_purifiers.training.idfr import export_weights as export_idfr_weights
 from art_purifiers.training.irad import IRADTrainingConfig, export_weights
@@ -72,6 +76,18 @@ def tiny_idfr_weights() -> Path:
     restorer = FeatureRestorer(64)
     path = Path(tempfile.mkdtemp(prefix="art_purifiers_test_")) / "idfr_tiny.safetensors"
     export_idfr_weights(denoiser, restorer, IDFRTrainingConfig(), path, "TinyCNN")
+    return path
+
+
+TINY_DIR = DIRTrainingConfig(patch_size=8, width=24, heads=2, encoder_depth=1, decoder_depth=1)
+
+
+@cache
+def tiny_dir_weights() -> Path:
+    """A DIR weight file with a tiny, randomly initialised masked ViT (patch 8: 16 tokens)."""
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp(prefix="art_purifiers_test_")) / "dir_tiny.safetensors"
+    export_dir_weights(MaskedViTDenoiser(**TINY_DIR.architecture()), TINY_DIR, path, "TinyCNN")
     return path
 
 
@@ -133,6 +149,8 @@ CASES = [
     ContractCase("dip", tiny_dip, gradients=("bpda",)),
     ContractCase("dipdefend", tiny_dipdefend, gradients=("bpda",)),
     ContractCase("idfr-denoiser", lambda **kw: IDFRPreprocessor(tiny_idfr_weights(), **kw)),
+    ContractCase("dir", lambda **kw: DIRPreprocessor(tiny_dir_weights(), **kw)),
+    ContractCase("dir-three-views", lambda **kw: DIRPreprocessor(tiny_dir_weights(), masks=3, ratio=2 / 3, **kw)),
     ContractCase("art-jpeg", lambda **kw: ARTPreprocessor("JpegCompression", options={"quality": 50}, **kw),
                  gradients=("bpda",)),
     ContractCase("art-feature-squeezing", lambda **kw: ARTPreprocessor("FeatureSqueezing", options={"bit_depth": 4},

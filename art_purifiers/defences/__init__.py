@@ -8,6 +8,7 @@ from collections.abc import Callable
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.art import ART_DEFENCES, ARTPreprocessor
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.dir import DIRPreprocessor
 from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.defences.irad import IRADPreprocessor
 from art_purifiers.defences.resampling import ResamplingPreprocessor
@@ -20,6 +21,7 @@ __all__ = [
     "ARTPreprocessor",
     "DIPDefendPreprocessor",
     "DIPPreprocessor",
+    "DIRPreprocessor",
     "IDFRDefence",
     "IDFRPreprocessor",
     "IRADPreprocessor",
@@ -37,6 +39,7 @@ DEFENCES: dict[str, Callable[..., Defence]] = {
     "dip": DIPPreprocessor,
     "dipdefend": DIPDefendPreprocessor,
     "idfr": IDFRDefence,
+    "dir": DIRPreprocessor,
 }
 _BASE_OPTIONS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
 

@@ -5,6 +5,7 @@ from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
+from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
 from art_purifiers.nn.resampling import pixel_grid, shift_resample
 from art_purifiers.nn.samplenet import SampleNet
 
@@ -17,7 +18,9 @@ __all__ = [
     "InputDenoiser",
     "ImplicitRepresentation",
     "LocalImplicitDecoder",
+    "MaskedViTDenoiser",
     "SampleNet",
+    "complementary_masks",
     "pixel_centres",
     "pixel_grid",
     "query_grid",
