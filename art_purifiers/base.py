@@ -146,6 +146,18 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
             return self.forward(x, y)[0]
         return self._validated_float32(x)
 
+    def estimate_gradient(self, x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """Gradient of the loss with respect to ``x`` given ``grad`` at the output (ART's numpy path), through
+        :meth:`estimate_forward`.
+
+        :param x: Images of shape ``(N, C, H, W)``, any float dtype, values in ``clip_values``.
+        :param grad: Gradient at the purified images, shape ``(N, C, H, W)``.
+        :return: float32 array of shape ``(N, C, H, W)``, like ``__call__``'s output. ART's base computes it in
+            ``x``'s dtype, so float64 input (HopSkipJump under numpy 2) would otherwise give a float64 gradient.
+        """
+        gradient = super().estimate_gradient(x, grad)
+        return gradient if gradient.dtype == object else gradient.astype(np.float32, copy=False)
+
     def _deploy(self, victim: nn.Module) -> Deployment:
         return Deployment(victim, [self])
 

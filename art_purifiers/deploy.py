@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
 from art.estimators.classification import PyTorchClassifier
+from art.preprocessing.expectation_over_transformation.pytorch import EoTPyTorch
 from torch import nn
 
 from art_purifiers.checks import check_choice, check_integer
@@ -117,7 +118,12 @@ class Deployment:
 
     def classifier(self, nb_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32),
                    clip_values: tuple[float, float] = (0.0, 1.0), device: str = "cpu") -> PyTorchClassifier:
-        """The ART ``PyTorchClassifier`` of this deployment (cross-entropy loss; ``device`` ``"cpu"`` or CUDA)."""
+        """The ART ``PyTorchClassifier`` of this deployment (cross-entropy loss; ``device`` ``"cpu"`` or CUDA).
+
+        :raises ValueError: ``preprocessors`` holds one of ART's ``EoT*PyTorch`` preprocessors (see
+            :func:`refuse_art_eot`).
+        """
+        refuse_art_eot(self.preprocessors)
         return PyTorchClassifier(
             model=self.model.eval(), loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
             clip_values=clip_values, preprocessing_defences=list(self.preprocessors) or None,
@@ -136,11 +142,33 @@ class Deployment:
         return Deployment(EOTClassifier(self.model, self.preprocessors, draws), [])
 
 
+def refuse_art_eot(preprocessors: Sequence[PreprocessorPyTorch]) -> None:
+    """Raise ``ValueError`` if ``preprocessors`` holds one of ART's EoT preprocessors (``EoTPyTorch`` subclasses,
+    e.g. ``EoTGaussianNoisePyTorch``).
+
+    They return ``nb_samples`` rows per image, so ``predict`` gives ``(N * nb_samples, classes)``. On ART 1.20.1 only
+    PGD with labels survives that: PGD without labels fails with a size mismatch, AutoAttack with a broadcast error
+    and HopSkipJump with a reshape error (``docs/evaluating.md``). Inside :class:`EOTClassifier` they would be
+    averaged over the wrong rows. ``deploy(victim, eot=k)`` puts the expectation inside the model instead.
+    """
+    for preprocessor in preprocessors:
+        if isinstance(preprocessor, EoTPyTorch):
+            rows = getattr(preprocessor, "nb_samples", "several")
+            raise ValueError(
+                f"ART's {type(preprocessor).__name__} returns {rows} rows per image, which "
+                "AutoAttack, HopSkipJump and PGD without labels cannot handle. For expectation over transformation "
+                "use defence.deploy(victim, eot=k) (art_purifiers.deploy.EOTClassifier), which averages k draws "
+                "inside the model; to average over a transformation of your own, wrap it as a PreprocessorPyTorch "
+                "that returns one row per image and pass it to EOTClassifier."
+            )
+
+
 class EOTClassifier(nn.Module):
     """``logits(x) = mean_k model(preprocessors(x; draw k))`` for ``x`` of shape ``(N, C, H, W)`` in ``[0, 1]``.
 
-    ART's own ``EoT*PyTorch`` preprocessors multiply the batch, which breaks AutoAttack, APGD and HopSkipJump; here
-    the expectation is inside the model, so ART sees an ordinary classifier whose gradients (Athalye et al. 2018)
+    ART's own ``EoT*PyTorch`` preprocessors multiply the batch, which breaks AutoAttack, APGD and HopSkipJump (they
+    are refused here and by :meth:`Deployment.classifier`, see :func:`refuse_art_eot`); here the expectation is
+    inside the model, so ART sees an ordinary classifier whose gradients (Athalye et al. 2018)
     and decisions are averages over draws.
 
     :param model: Classifier taking the preprocessed images, returning ``(M, classes)`` logits.
@@ -156,6 +184,7 @@ class EOTClassifier(nn.Module):
         self.draws = check_integer("draws", draws, minimum=1)
         self.model = model
         self.preprocessors = [preprocessors] if isinstance(preprocessors, PreprocessorPyTorch) else list(preprocessors)
+        refuse_art_eot(self.preprocessors)  # they multiply the batch, which the view in forward cannot undo
 
     @property
     def victim(self) -> nn.Module:

@@ -95,3 +95,18 @@ def test_any_float_dtype_gives_float32(dtype):
     x = np.random.default_rng(0).uniform(size=(2, 3, 8, 8)).astype(dtype)
     out, _ = ConvPurifier(device_type="cpu")(x)
     assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("gradient", ["exact", "bpda"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_estimate_gradient_is_float32_like_call(gradient, dtype):
+    """ART's base computes the gradient in the input's dtype; ours returns float32, like ``__call__``, with the
+    values of the float32 computation."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 3, 8, 8)).astype(np.float32)
+    upstream = rng.normal(size=x.shape).astype(np.float32)
+    defence = ConvPurifier(gradient=gradient, device_type="cpu")
+    gradient32 = defence.estimate_gradient(x, upstream)
+    out = defence.estimate_gradient(x.astype(dtype), upstream.astype(dtype))
+    assert out.dtype == np.float32 and gradient32.dtype == np.float32 and out.shape == x.shape
+    np.testing.assert_allclose(out, gradient32, rtol=1e-2 if dtype == np.float16 else 1e-5, atol=1e-3)

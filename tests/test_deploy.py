@@ -14,7 +14,7 @@ from torch import nn
 
 from art_purifiers import IRADPreprocessor
 from art_purifiers.cli import main
-from art_purifiers.defences import DEFENCES, make_defence
+from art_purifiers.defences import DEFENCES, ARTPreprocessor, make_defence
 from art_purifiers.deploy import DefenceChain, EmbeddingDefence
 from art_purifiers.evaluation import AdversarialCache, AttackSpec, evaluate
 from art_purifiers.models import load_victim, split_victim
@@ -62,6 +62,17 @@ def test_chain_collects_preprocessors_and_model_changes(tiny_model):
     assert deployment.preprocessors == [purifier] and deployment.model is not tiny_model
     with pytest.raises(ValueError, match="one or more"):
         DefenceChain([])
+
+
+def test_harness_evaluates_art_numpy_defence_chained_with_ours(tiny_model, images, labels):
+    """An ART numpy defence with ours: wrapped as ARTPreprocessor and chained, the harness evaluates the chain
+    (raw ART JpegCompression next to ours would raise ART's NotImplementedError, see test_contract)."""
+    chain = DefenceChain([ARTPreprocessor("JpegCompression", options={"quality": 75}, device_type="cpu"),
+                          ConvPurifier(gradient="bpda", device_type="cpu")])
+    table = evaluate(tiny_model, {"jpeg+conv": chain}, images, labels, threats=("clean", "bpda"),
+                     attack=AttackSpec("fgsm"))
+    rows = {(row.defence, row.threat): row for row in table.rows}
+    assert rows[("jpeg+conv", "bpda")].ra is not None and rows[("jpeg+conv", "clean")].n == len(images)
 
 
 def test_bpda_through_a_model_change_needs_equal_shapes(tiny_model, images):
