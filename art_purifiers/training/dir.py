@@ -98,8 +98,9 @@ class DIRTrainingConfig:
                 "encoder_depth": self.encoder_depth, "decoder_depth": self.decoder_depth, "channels": channels}
 
 
-#: ``cpu`` (default): a smaller ViT (patch 4, width 96, 4 + 1 blocks) for about two hours of one CPU thread, with the
-#: clean term on. ``paper``: the paper's ViT and the public code's schedules (for a GPU). ``smoke``: seconds.
+#: ``cpu`` (default): a smaller ViT (patch 4, width 96, 4 + 1 blocks) with the clean term on, meant for a CPU run of
+#: about two hours (not yet timed: its iterations are to be set from a timed run). ``paper``: the paper's ViT and the
+#: public code's schedules (for a GPU). ``smoke``: seconds.
 PRESETS = {
     "cpu": DIRTrainingConfig(patch_size=4, width=96, heads=3, encoder_depth=4, decoder_depth=1, pair_iterations=10,
                              attack_iterations=3, stage1_iterations=3000, stage1_batch=64, stage1_lr=1e-3,

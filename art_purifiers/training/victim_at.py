@@ -66,7 +66,8 @@ class VictimATConfig:
             check_integer("images", self.images, minimum=1)
 
 
-#: ``cpu`` (default): fine-tunes the bundled ResNet-20 with PGD-5 for about two hours of one CPU thread.
+#: ``cpu`` (default): fine-tunes the bundled ResNet-20 with PGD-5, meant for about two hours of one CPU thread (not yet
+#: timed).
 #: ``paper``: PGD-10 from scratch, 200 epochs of 50k images at batch 128 (for a GPU). ``smoke``: seconds.
 PRESETS = {
     "cpu": VictimATConfig(init="resnet20", attack_iterations=5, step_size=2.5 / 255, iterations=2500, lr=0.05,
