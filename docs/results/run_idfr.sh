@@ -3,12 +3,13 @@
 # its JSON exists; the adversarial examples stay in the cache, so a rerun only recomputes what is missing.
 #   Table 4 (white-box examples crafted on the ResNet-20 itself, then defended: oblivious) and Table 1 (black-box:
 #   crafted on the ResNet-32) with FGSM, BIM-20 and C&W-20 (L-inf, step eps/4) at 4, 8 and 16/255, for IDFR, its
-#   denoiser alone (Table 5's ablation) and ART's JPEG (q 25/50/75), feature squeezing (5 bits) and TVM (3 seeds).
+#   denoiser alone (Table 5's ablation), IDFR with the plain Table-7 restorer (no skips) and ART's JPEG
+#   (q 25/50/75), feature squeezing (5 bits) and TVM (3 seeds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
 OUT=docs/results
-defences=(--defence idfr --defence idfr:restorer=False
+defences=(--defence idfr --defence idfr:restorer=False --defence idfr:weights=cifar10_plain
           --defence art:JpegCompression:quality=25 --defence art:JpegCompression:quality=50
           --defence art:JpegCompression:quality=75 --defence art:FeatureSqueezing:bit_depth=5
           --defence art:TotalVarMin:seed=0 --defence art:TotalVarMin:seed=1 --defence art:TotalVarMin:seed=2)
