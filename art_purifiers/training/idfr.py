@@ -105,14 +105,14 @@ class IDFRTrainingConfig:
         return [(attack, eps) for attack in self.attacks for eps in self.eps]
 
 
-#: ``cpu`` (default): the shipped weights' preset, sized for about 75 minutes of one CPU thread (docs/defences/idfr.md):
-#: one (attack, eps) per image, 500 denoiser steps of 64 + 64 images (about 4 passes over the examples), Adam 1e-3
-#: with a cosine decay. ``paper``: 100 + 80 epochs of every attack at every eps, Adam 0.01 (for a GPU). ``smoke``:
-#: tiny, seconds on one core.
+#: ``cpu`` (default): the shipped weights' preset, about 45 minutes of one CPU thread (docs/defences/idfr.md): one
+#: (attack, eps) per image, 500 denoiser steps of 64 + 64 images (about 4 passes over the examples), Adam 1e-3 with a
+#: cosine decay, the restorer with skips (chosen on held-out training images). ``paper``: 100 + 80 epochs of every
+#: attack at every eps, Adam 0.01, the plain Table-7 restorer (for a GPU). ``smoke``: tiny, seconds on one core.
 PRESETS = {
     "cpu": IDFRTrainingConfig(examples_per_image=1, denoiser_iterations=500, denoiser_lr=1e-3,
-                              restorer_iterations=3000, restorer_lr=1e-3, schedule="cosine", warmup=20,
-                              validate_every=100, checkpoint_every=25),
+                              restorer_iterations=3000, restorer_lr=1e-3, restorer_skips=True, schedule="cosine",
+                              warmup=20, validate_every=100, checkpoint_every=25),
     "paper": IDFRTrainingConfig(),
     "smoke": IDFRTrainingConfig(examples_per_image=1, attack_iterations=2, denoiser_widths=(8, 8, 8, 8, 8, 8, 8, 8),
                                 denoiser_iterations=20, denoiser_batch=16, restorer_iterations=20, restorer_batch=32,
