@@ -3,12 +3,11 @@
 # the bundled ResNet-20: BPDA (identity backward through both parts) and adaptive (exact gradient through the
 # denoiser, the encoder, the restorer and the head) AutoAttack, L-inf 8/255, for IDFR and its denoiser alone, in
 # shards of 100 (a shard's JSON is skipped when it exists; AutoAttack checkpoints after every component). Then
-# HopSkipJump with 1000 queries on the first N_HSJ images (default 0: each query is a forward pass through IDFR,
-# about 1000 passes per image).
+# HopSkipJump with 1000 queries on the first N_HSJ images (default 0; about 5 s per image on one CPU thread).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
-SHARDS=${SHARDS:-"0 1 2 3 4"}
+SHARDS=${SHARDS-"0 1 2 3 4"}
 OUT=docs/results/idfr_shards
 mkdir -p $OUT
 for i in $SHARDS; do
