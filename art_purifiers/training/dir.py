@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +39,12 @@ from art_purifiers.training.loops import (
     pairs_cache_path,
     pgd_linf,
 )
-from art_purifiers.training.registry import Trainer, TrainingJob, provenance
+from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
 
 
 @dataclass(frozen=True)
-class DIRTrainingConfig:
+class DIRTrainingConfig(RunSettings):
     """Network, masks, attacks and schedules of one DIR training run."""
 
     patch_size: int = 2
@@ -68,19 +68,13 @@ class DIRTrainingConfig:
     stage2_optimizer: str = "sgd"
     alpha: float = 2.0
     clean_weight: float = 0.0
-    validation_images: int = 500
-    validate_every: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    images: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_run_settings()
         for name in ("patch_size", "width", "heads", "encoder_depth", "decoder_depth", "pair_iterations",
-                     "attack_iterations", "stage1_batch", "stage2_batch", "checkpoint_every"):
+                     "attack_iterations", "stage1_batch", "stage2_batch"):
             check_integer(name, getattr(self, name), minimum=1)
-        for name in ("stage1_iterations", "stage2_iterations", "stage1_warmup", "validation_images", "validate_every",
-                     "seed"):
+        for name in ("stage1_iterations", "stage2_iterations", "stage1_warmup"):
             check_integer(name, getattr(self, name), minimum=0)
         check_integer("masks", self.masks, minimum=2)
         check_number("ratio", self.ratio, minimum=0, maximum=1, open_minimum=True, open_maximum=True)
@@ -89,8 +83,6 @@ class DIRTrainingConfig:
         check_number("alpha", self.alpha, minimum=0)
         check_number("clean_weight", self.clean_weight, minimum=0)
         check_choice("stage2_optimizer", self.stage2_optimizer, ("sgd", "adamw"))
-        if self.images is not None:
-            check_integer("images", self.images, minimum=1)
 
     def architecture(self, image_size: int = 32, channels: int = 3) -> dict:
         """The arguments of :class:`~art_purifiers.nn.masked_vit.MaskedViTDenoiser`."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from art_purifiers.training.loops import (
     pairs_cache_path,
     pgd_linf,
 )
-from art_purifiers.training.registry import Trainer, TrainingJob, provenance
+from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
 
 #: Attacks of Algorithm 1 (C&W L-inf: PGD without random start on the C&W margin, inside the budget).
@@ -50,7 +50,7 @@ PAIRINGS = ("paper", "code")
 
 
 @dataclass(frozen=True)
-class IDFRTrainingConfig:
+class IDFRTrainingConfig(RunSettings):
     """Examples, networks and schedules of one IDFR training run."""
 
     attacks: tuple[str, ...] = ATTACKS
@@ -72,24 +72,18 @@ class IDFRTrainingConfig:
     schedule: str = "constant"
     warmup: int = 0
     clip_norm: float | None = None
-    validation_images: int = 500
-    validate_every: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    images: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_run_settings()
         for attack in self.attacks:
             check_choice("attacks", attack, ATTACKS)
         for eps in (*self.eps, self.attack_step):
             check_number("eps and attack_step", eps, minimum=0, maximum=1, open_minimum=True)
         for level in self.noise_levels:
             check_number("noise_levels", level, minimum=0, maximum=1)
-        for name in ("attack_iterations", "denoiser_batch", "restorer_batch", "checkpoint_every"):
+        for name in ("attack_iterations", "denoiser_batch", "restorer_batch"):
             check_integer(name, getattr(self, name), minimum=1)
-        for name in ("denoiser_iterations", "restorer_iterations", "warmup", "validation_images", "validate_every",
-                     "seed"):
+        for name in ("denoiser_iterations", "restorer_iterations", "warmup"):
             check_integer(name, getattr(self, name), minimum=0)
         for name in ("denoiser_lr", "restorer_lr"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
@@ -97,8 +91,6 @@ class IDFRTrainingConfig:
         check_choice("schedule", self.schedule, ("constant", "cosine"))
         if self.examples_per_image is not None:
             check_integer("examples_per_image", self.examples_per_image, 1, len(self.attacks) * len(self.eps))
-        if self.images is not None:
-            check_integer("images", self.images, minimum=1)
 
     def settings(self) -> list[tuple[str, float]]:
         """Every (attack, eps) of Algorithm 1."""

@@ -14,6 +14,28 @@ import numpy as np
 from art_purifiers.checks import check_integer, check_number
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """Settings every trainer with a held-out validation set shares (its configuration subclasses this)."""
+
+    #: The last ``validation_images`` training images are held out and scored by the validation hook.
+    validation_images: int = 500
+    #: Run the validation hook every this many steps (0: never).
+    validate_every: int = 0
+    seed: int = 0
+    checkpoint_every: int = 500
+    #: Use only the first ``images`` training images (``None``: all of them).
+    images: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def _check_run_settings(self) -> None:
+        for name in ("validation_images", "validate_every", "seed"):
+            check_integer(name, getattr(self, name), minimum=0)
+        check_integer("checkpoint_every", self.checkpoint_every, minimum=1)
+        if self.images is not None:
+            check_integer("images", self.images, minimum=1)
+
+
 @dataclass
 class TrainingJob:
     """What the command line hands a trainer besides its configuration.

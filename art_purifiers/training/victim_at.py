@@ -9,7 +9,7 @@ shipped).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from art_purifiers.models import NormalizedClassifier, cifar_resnet, load_victim
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
 from art_purifiers.training.framework import Optimisation, RunContext, Schedule, run_stage
 from art_purifiers.training.loops import batch_for_iteration, iteration_generator, pgd_linf
-from art_purifiers.training.registry import Trainer, TrainingJob, provenance
+from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
 
 #: Starting points: a bundled (naturally trained) victim to fine-tune, or random weights.
@@ -29,7 +29,7 @@ INITS = ("resnet20", "resnet32", "scratch")
 
 
 @dataclass(frozen=True)
-class VictimATConfig:
+class VictimATConfig(RunSettings):
     """Network, attack and schedule of one PGD adversarial-training run."""
 
     depth: int = 20
@@ -43,27 +43,19 @@ class VictimATConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup: int = 0
-    validation_images: int = 500
-    validate_every: int = 0
-    seed: int = 0
-    checkpoint_every: int = 500
-    images: int | None = None
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_run_settings()
         check_choice("depth", self.depth, (20, 32, 44, 56, 110))
         check_choice("init", self.init, INITS)
         check_number("eps", self.eps, minimum=0, maximum=1, open_minimum=True)
         check_number("step_size", self.step_size, minimum=0, maximum=1, open_minimum=True)
-        for name in ("attack_iterations", "iterations", "batch", "checkpoint_every"):
+        for name in ("attack_iterations", "iterations", "batch"):
             check_integer(name, getattr(self, name), minimum=1)
-        for name in ("warmup", "validation_images", "validate_every", "seed"):
-            check_integer(name, getattr(self, name), minimum=0)
+        check_integer("warmup", self.warmup, minimum=0)
         check_number("lr", self.lr, minimum=0, open_minimum=True)
         check_number("momentum", self.momentum, minimum=0, maximum=1, open_maximum=True)
         check_number("weight_decay", self.weight_decay, minimum=0)
-        if self.images is not None:
-            check_integer("images", self.images, minimum=1)
 
 
 #: ``cpu`` (default): fine-tunes the bundled ResNet-20 with PGD-5, meant for about two hours of one CPU thread (not yet
