@@ -3,7 +3,7 @@
 # the bundled ResNet-20: BPDA (identity backward through both parts) and adaptive (exact gradient through the
 # denoiser, the encoder, the restorer and the head) AutoAttack, L-inf 8/255, for IDFR and its denoiser alone, in
 # shards of 100 (a shard's JSON is skipped when it exists; AutoAttack checkpoints after every component). Then
-# HopSkipJump with 1000 queries on the first N_HSJ images (default 0; about 5 s per image on one CPU thread).
+# HopSkipJump with 1000 queries on the first N_HSJ images (default 0; about 8 s per image on one CPU thread).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
