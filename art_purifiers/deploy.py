@@ -186,17 +186,10 @@ class EOTClassifier(nn.Module):
         self.preprocessors = [preprocessors] if isinstance(preprocessors, PreprocessorPyTorch) else list(preprocessors)
         refuse_art_eot(self.preprocessors)  # they multiply the batch, which the view in forward cannot undo
 
-    @property
-    def victim(self) -> nn.Module:
-        return self.model
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
         # Each defence draws its random numbers per sample, so the repeated copies get independent draws.
-        out = x.repeat_interleave(self.draws, dim=0)
-        for preprocessor in self.preprocessors:
-            out, _ = preprocessor.forward(out)
-        return self.model(out).view(n, self.draws, -1).mean(dim=1)
+        logits = Deployment(self.model, self.preprocessors).logits(x.repeat_interleave(self.draws, dim=0))
+        return logits.view(x.shape[0], self.draws, -1).mean(dim=1)
 
 
 class DefenceChain(Defence):

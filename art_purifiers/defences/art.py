@@ -18,7 +18,6 @@ from art.defences import preprocessor as art_preprocessors
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 
 from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.specs import ART_DEFENCE_NAMES
 
 
 @dataclass(frozen=True)
@@ -29,14 +28,14 @@ class _Layout:
     randomized: bool = False
 
 
-#: The ART preprocessors that purify images in place (same shape in and out), by class name.
+#: The ART preprocessors that purify images in place (same shape in and out), by class name. The command line checks
+#: specs against the light copy of these names, ``art_purifiers.specs.ART_DEFENCE_NAMES`` (a test keeps them equal).
 ART_DEFENCES = {
     "JpegCompression": _Layout("argument"),
     "FeatureSqueezing": _Layout("any"),
     "SpatialSmoothing": _Layout("argument"),
     "TotalVarMin": _Layout("last", randomized=True),
 }
-assert tuple(ART_DEFENCES) == ART_DEFENCE_NAMES  # the command line checks specs against the light copy
 
 
 class ARTPreprocessor(PurifierPreprocessor):
