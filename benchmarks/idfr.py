@@ -14,9 +14,8 @@ import argparse
 import torch
 
 from art_purifiers import IDFRDefence
-from art_purifiers.data import load_sample
 from art_purifiers.deploy import Deployment
-from art_purifiers.evaluation.benchmark import multiply_accumulates, report, time_deployment
+from art_purifiers.evaluation.benchmark import multiply_accumulates, repeated_sample, report, time_deployment
 from art_purifiers.models import load_victim
 
 
@@ -38,9 +37,7 @@ def main() -> None:
         "denoiser": IDFRDefence(args.weights, restorer=False, device_type=device_type).deploy(victim),
         "denoiser + restorer": IDFRDefence(args.weights, device_type=device_type).deploy(victim),
     }
-    sample, _ = load_sample()
-    n = args.batch_size * args.batches
-    x = torch.from_numpy(sample).repeat((n + len(sample) - 1) // len(sample), 1, 1, 1)[:n].to(device)
+    x = repeated_sample(args.batch_size * args.batches, device)
     rows = {}
     for name, deployment in deployments.items():
         timing = time_deployment(deployment, x, args.batch_size, args.repeats)

@@ -15,8 +15,13 @@ import argparse
 import torch
 
 from art_purifiers import IRADPreprocessor
-from art_purifiers.data import load_sample
-from art_purifiers.evaluation.benchmark import multiply_accumulates, peak_memory_bytes, report, time_purifier
+from art_purifiers.evaluation.benchmark import (
+    multiply_accumulates,
+    peak_memory_bytes,
+    repeated_sample,
+    report,
+    time_purifier,
+)
 
 
 def main() -> None:
@@ -32,9 +37,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     defence = IRADPreprocessor(weights=args.weights, sampler=args.sampler)
-    sample, _ = load_sample()
-    n = args.batch_size * args.batches
-    x = torch.from_numpy(sample).repeat((n + len(sample) - 1) // len(sample), 1, 1, 1)[:n].to(device)
+    x = repeated_sample(args.batch_size * args.batches, device)
     macs = multiply_accumulates(defence, x[:1])
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -12,6 +12,7 @@ from art_purifiers.evaluation.benchmark import (
     machine,
     multiply_accumulates,
     peak_memory_bytes,
+    repeated_sample,
     time_deployment,
     time_purifier,
 )
@@ -51,3 +52,8 @@ def test_deployment_timing_and_macs(tiny_model):
     timing = time_deployment(defended, x, batch_size=2, repeats=1)
     assert timing.images == 4 and timing.seconds > 0
     assert multiply_accumulates(defended, x) >= multiply_accumulates(bare, x) > 0
+
+
+def test_repeated_sample_fills_the_count():
+    x = repeated_sample(450, torch.device("cpu"))
+    assert x.shape == (450, 3, 32, 32) and torch.equal(x[200:400], x[:200])

@@ -104,6 +104,15 @@ def multiply_accumulates(defence, x: torch.Tensor) -> float:
     return counter.get_total_flops() / 2 / len(x)
 
 
+def repeated_sample(n: int, device: torch.device) -> torch.Tensor:
+    """``n`` images ``(n, 3, 32, 32)`` on ``device``: the bundled CIFAR-10 sample, repeated as often as needed (a
+    purifier's speed does not depend on the content)."""
+    from art_purifiers.data import load_sample
+
+    sample, _ = load_sample()
+    return torch.from_numpy(sample).repeat((n + len(sample) - 1) // len(sample), 1, 1, 1)[:n].to(device)
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory so far: CUDA memory allocated by torch on a GPU, else the process's peak resident set."""
     if device.type == "cuda":

@@ -137,6 +137,7 @@ class _Evaluation:
                  source=None, source_name="source"):
         self.victim, self.defences, self.x, self.y = victim, dict(defences), x, y
         self.source, self.source_name = source, source_name
+        self.source_classifier = None if source is None else Deployment(source).classifier(device=device)
         self.seed, self.batch_size, self.device, self.verbose = seed, batch_size, device, verbose
         self.eot_draws, self.queries = eot_draws, queries
         self.cache = AdversarialCache(cache_dir)
@@ -259,10 +260,9 @@ def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
 
 
 def _transfer(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
-    source = Deployment(run.source).classifier(device=run.device)
     x_adv, seconds = run.crafted(("transfer", spec.settings(), run.source),
-                                 lambda partial: spec.build(source, run.batch_size, run.verbose, run.seed, partial),
-                                 spec.budget())
+                                 lambda partial: spec.build(run.source_classifier, run.batch_size, run.verbose,
+                                                            run.seed, partial), spec.budget())
     return [run.row(name, "transfer", spec.label(), x_adv, seconds, f"adv. crafted on the bare {run.source_name}",
                     spec.settings()) for name in run.deployed]
 

@@ -31,7 +31,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -216,9 +216,7 @@ def _validation(config: DIRTrainingConfig, restorer: Restorer, target: nn.Module
         restorer.generator.manual_seed(config.seed)
         adversarial = pgd_linf(defended, x_val, y_val, config.eps, config.eps / 4, 10,
                                torch.Generator().manual_seed(config.seed))
-        with torch.no_grad():
-            return {name: 100.0 * float((defended(images).argmax(1) == y_val).float().mean())
-                    for name, images in (("clean", x_val), ("pgd10", adversarial))}
+        return accuracies(defended, y_val, clean=x_val, pgd10=adversarial)
 
     return validate
 

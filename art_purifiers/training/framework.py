@@ -246,6 +246,14 @@ class Checkpoint:
 Validation = Callable[[int], dict]
 
 
+@torch.no_grad()
+def accuracies(classify: Callable[[torch.Tensor], torch.Tensor], labels: torch.Tensor,
+               **images: torch.Tensor) -> dict[str, float]:
+    """Top-1 accuracy (%) of ``classify(images) -> logits`` on each named set of images (what validation hooks
+    report), e.g. ``accuracies(model, y, clean=x, pgd10=x_adv)``."""
+    return {name: 100.0 * float((classify(batch).argmax(1) == labels).float().mean()) for name, batch in images.items()}
+
+
 @dataclass
 class StageResult:
     """What a stage did: the loss log ``[(iteration, mean loss)]``, its wall time in seconds (including the time

@@ -33,7 +33,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim, split_victim
 from art_purifiers.nn.idfr import DENOISER_WIDTHS, FeatureRestorer, InputDenoiser
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -294,11 +294,9 @@ class HeldOut:
         generator = torch.Generator().manual_seed(seed)
         self.adversarial = pgd_linf(target, self.x, self.y, 8 / 255, 2 / 255, 20, generator, random_start=False)
 
-    @torch.no_grad()
     def scores(self, classify) -> dict:
         """Clean and BIM accuracy (%) of ``classify(images) -> logits``."""
-        return {"clean": 100.0 * float((classify(self.x).argmax(1) == self.y).float().mean()),
-                "bim8": 100.0 * float((classify(self.adversarial).argmax(1) == self.y).float().mean())}
+        return accuracies(classify, self.y, clean=self.x, bim8=self.adversarial)
 
 
 def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target: nn.Module, out_dir: str | Path,

@@ -90,7 +90,8 @@ def adversarial_pairs(model: nn.Module, x: np.ndarray, y: np.ndarray, cache: str
         crafted = _craft_share(model.eval().to(device), x, y, part, [starts[k] for k in share],
                                [seeds[k] for k in share], batch_size, craft, device)
     distributed.barrier()
-    return crafted if cache is None else _assemble(x, cache, distributed, starts)
+    # One process holds every batch already; several meet in their part files.
+    return crafted if distributed.world == 1 else _assemble(x, cache, distributed, starts)
 
 
 def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | None, starts: list[int],
@@ -118,9 +119,6 @@ def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | No
 
 def _assemble(x: np.ndarray, cache: Path, distributed: Distributed, starts: list[int]) -> np.ndarray:
     """All ranks' parts as one array; rank 0 writes it to ``cache``."""
-    if distributed.world == 1:
-        with np.load(cache) as archive:
-            return archive["x_adv"]
     out = np.zeros(x.shape, dtype=np.uint8)
     for rank in range(distributed.world):
         share = np.array_split(np.arange(len(starts)), distributed.world)[rank]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import NormalizedClassifier, cifar_resnet, load_victim
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import batch_for_iteration, iteration_generator, pgd_linf
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_safetensors
@@ -129,9 +129,7 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
             victim.eval()
             adversarial = pgd_linf(victim, x_val, y_val, config.eps, config.eps / 4, 10,
                                    torch.Generator().manual_seed(config.seed))
-            with torch.no_grad():
-                return {name: 100.0 * float((victim(images).argmax(1) == y_val).float().mean())
-                        for name, images in (("clean", x_val), ("pgd10", adversarial))}
+            return accuracies(victim, y_val, clean=x_val, pgd10=adversarial)
 
     result = run_stage(context, "PGD adversarial training", "victim_at", step, {"victim": victim}, optimisation,
                        config.iterations, config.checkpoint_every, validate=validate,
