@@ -33,8 +33,8 @@ def _evaluate_parser(sub) -> None:
                    "(default: resampling; main job: irad and resampling)")
     p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
     p.add_argument("--victim", default="resnet20",
-                   help="'resnet20' or 'resnet32' (bundled), a CIFAR ResNet checkpoint path, or timm:NAME with "
-                   "--victim-checkpoint")
+                   help="'resnet20', 'resnet32' or 'resnet20-at' (bundled), a CIFAR ResNet checkpoint path, or "
+                   "timm:NAME with --victim-checkpoint")
     p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
     p.add_argument("--source", default=None,
                    help="classifier the transfer threat model crafts on (same forms as --victim, e.g. resnet32)")
@@ -333,7 +333,8 @@ def run_merge(args: argparse.Namespace) -> int:
     from art_purifiers.evaluation import ResultTable
 
     tables = [ResultTable.from_json(Path(path).read_text(encoding="utf-8")) for path in args.tables]
-    _emit(ResultTable.merge(tables), args)
+    merged = ResultTable.merge(tables)
+    _emit(merged.over_seeds() if args.over_seeds else merged, args)
     return 0
 
 
@@ -399,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--output", default=None)
     merge.add_argument("--json", default=None)
     merge.add_argument("--plot", default=None)
+    merge.add_argument("--over-seeds", action="store_true",
+                       help="one row per random defence deployed with several seeds (dir:seed=0, dir:seed=1, ...): "
+                            "mean SA and RA, min..max in the note")
     convert = sub.add_parser("convert-victim", help="convert a reference CIFAR ResNet .th checkpoint to safetensors")
     convert.add_argument("source")
     convert.add_argument("destination")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from art.attacks.evasion import ProjectedGradientDescent
 from conftest import SHARED_CIFAR10, SHARED_WEIGHTS, needs_shared_data
 
 from art_purifiers.data import load_cifar10, load_sample, load_test_images
+from art_purifiers.evaluation import accuracy, art_classifier
 from art_purifiers.models import cifar_resnet, load_victim, read_reference_checkpoint
 from art_purifiers.weights import load_safetensors, load_weights, registry, save_safetensors, sha256_of, weights_path
 
@@ -41,6 +43,21 @@ def test_bundled_victim_is_accurate_on_bundled_sample():
     with torch.no_grad():
         accuracy = (model(torch.from_numpy(x)).argmax(1).numpy() == y).mean()
     assert accuracy >= 0.85
+
+
+def test_adversarially_trained_victim_ships():
+    # resnet20-at: the bundled ResNet-20 after PGD adversarial training. Less accurate on clean images than the
+    # natural one, but white-box PGD leaves it a share of its images where it leaves the natural one none.
+    x, y = load_sample(64)
+    robust_accuracy = {}
+    for name in ("resnet20", "resnet20-at"):
+        classifier = art_classifier(load_victim(name), device="cpu")
+        np.random.seed(0)  # noqa: NPY002 (ART's random start)
+        attack = ProjectedGradientDescent(classifier, eps=8 / 255, eps_step=2 / 255, max_iter=10, verbose=False)
+        robust_accuracy[name] = accuracy(classifier, attack.generate(x, y=y), y)
+    assert load_victim("resnet20-at").network.depth == 20
+    assert 50.0 <= accuracy(art_classifier(load_victim("resnet20-at"), device="cpu"), x, y) < 85.0
+    assert robust_accuracy["resnet20"] <= 5.0 and robust_accuracy["resnet20-at"] >= 20.0
 
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56])

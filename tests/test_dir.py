@@ -15,7 +15,7 @@ from art_purifiers.defences import DIRPreprocessor, make_defence
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
 from art_purifiers.training.dir import PRESETS as DIR_PRESETS
-from art_purifiers.training.dir import export_weights, kl_perturbation, train_dir
+from art_purifiers.training.dir import Restorer, _representation_loss, export_weights, kl_perturbation, train_dir
 from art_purifiers.training.victim_at import PRESETS as AT_PRESETS
 from art_purifiers.training.victim_at import export_victim, train_victim_at
 
@@ -102,6 +102,25 @@ def test_kl_perturbation_stays_in_the_ball():
     assert float((perturbed - restored).abs().max()) <= 8 / 255 + 1e-6
     assert 0 <= float(perturbed.min()) and float(perturbed.max()) <= 1
     assert not torch.equal(perturbed, restored)
+
+
+@pytest.mark.parametrize("representation", ["paper", "code"])
+def test_representation_loss_reaches_the_denoiser(representation):
+    # Both forms of L_rep give the denoiser a gradient, and a bad form name is refused.
+    torch.manual_seed(0)
+    config = dataclasses.replace(DIR_PRESETS["smoke"], representation=representation)
+    denoiser = MaskedViTDenoiser(**config.architecture())
+    restorer, target = Restorer(denoiser, 2, 0.5), TinyCNN().eval()
+    adversarial = torch.rand(4, 3, 32, 32)
+    restorer.generator.manual_seed(0)
+    restored = restorer(adversarial)
+    loss = _representation_loss(config, restorer, target, adversarial, restored, target(restored),
+                                torch.Generator().manual_seed(1))
+    loss.backward()
+    grads = [p.grad for p in denoiser.parameters() if p.grad is not None]
+    assert loss.item() >= 0 and grads and any(float(g.abs().sum()) > 0 for g in grads)
+    with pytest.raises(ValueError, match="representation"):
+        dataclasses.replace(config, representation="other")
 
 
 def _data(n: int = 48):

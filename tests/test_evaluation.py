@@ -18,6 +18,7 @@ from art_purifiers.evaluation import (
     BudgetedHopSkipJump,
     EOTClassifier,
     FABTargeted,
+    ResultRow,
     ResultTable,
     StandardAutoAttack,
     art_classifier,
@@ -175,6 +176,27 @@ def test_threat_models_table(tiny_model, images, labels, tmp_path, monkeypatch):
     assert again.to_json() == table.to_json()
 
 
+def test_deployment_seeds_share_the_attack_and_differ_in_the_judge(tiny_model, images, labels, tmp_path,
+                                                                   monkeypatch):
+    # A random defence's seed fixes the judge's draws only: the attacker draws its own (seed=None), so one crafted
+    # set serves every deployment seed, and a seed the attacker knew would show as an exactly attacked draw.
+    defences = {f"seed{s}": ResamplingPreprocessor(sampler="variant", magnitude=0.5, device_type="cpu", seed=s)
+                for s in (0, 1)}
+    seen = []
+    original = ResamplingPreprocessor.forward
+
+    def spy(self, x, y=None):
+        seen.append(self.seed)
+        return original(self, x, y)
+
+    monkeypatch.setattr(ResamplingPreprocessor, "forward", spy)
+    evaluate(tiny_model, defences, images, labels, threats=("adaptive", "eot"), attack=AttackSpec("pgd", steps=2),
+             cache_dir=tmp_path, eot_draws=2)
+    entries = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".partial.npz"))
+    assert len(entries) == 2  # one adaptive and one eot set, for both seeds
+    assert set(seen) == {0, 1, None}  # judges seeded, attackers not
+
+
 def test_non_differentiable_defence_is_refused_adaptive(tiny_model, images, labels):
     class Quantise(ResamplingPreprocessor):
         differentiable = False
@@ -187,6 +209,31 @@ def test_non_differentiable_defence_is_refused_adaptive(tiny_model, images, labe
     rows = rows_by(table)
     assert rows[("q", "adaptive")].ra is None and "refused" in rows[("q", "adaptive")].note
     assert rows[("q", "bpda")].ra is not None
+
+
+def test_eot_keeps_a_bpda_gradient_mode(tiny_model, images, labels):
+    # BPDA+EOT (DIR's Table 3 attack): gradient="bpda" set on a differentiable random defence.
+    defences = {mode: ResamplingPreprocessor(sampler="variant", magnitude=0.5, device_type="cpu", gradient=mode)
+                for mode in ("exact", "bpda")}
+    table = evaluate(tiny_model, defences, images, labels, threats=("eot",), attack=AttackSpec("pgd", steps=2),
+                     eot_draws=2)
+    notes = {r.defence: r.note for r in table.rows}
+    assert notes["exact"].endswith("(exact)") and notes["bpda"].endswith("(bpda)")
+
+
+def test_rows_over_deployment_seeds_collapse_to_mean_and_spread():
+    def row(defence, seed, sa, ra, threat="eot"):
+        params = {"ratio": 0.5} if seed is None else {"ratio": 0.5, "seed": seed}
+        return ResultRow.from_counts(defence, threat, "pgd-20", sa, ra, 100, 1.0, "", params, {})
+
+    table = ResultTable([row("none", None, 91, 0, "clean")] + [row(f"dir:ratio=0.5,seed={s}", s, 80 + s, 30 + 2 * s)
+                                                               for s in (0, 1, 2)] + [row("dir", None, 70, 20)])
+    collapsed = table.over_seeds()
+    assert [r.defence for r in collapsed.rows] == ["none", "dir:ratio=0.5", "dir"]
+    mean = collapsed.rows[1]
+    assert (mean.sa, mean.ra, mean.n) == (81.0, 32.0, 100)
+    assert "seeds 0,1,2" in mean.note and "RA 30.0..34.0" in mean.note and "SA 80.0..82.0" in mean.note
+    assert collapsed.rows[2].ra == 20.0  # an unseeded random row is not a seed group
 
 
 def test_merge_of_shards_equals_counts(tiny_model, images, labels):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from art_purifiers.evaluation.names import FORMATS
@@ -17,6 +18,11 @@ def describe_data(source: str, first: int, last: int, shard: tuple[int, int] | N
     return text + (f" (shard {shard[0]}/{shard[1]})" if shard is not None and shard[1] > 1 else "")
 
 
+def _without_seed(spec: str) -> str:
+    """A defence spec with its ``seed=N`` option removed (``dir:ratio=0.3,seed=1`` -> ``dir:ratio=0.3``)."""
+    name, _, options = spec.partition(":")
+    kept = [o for o in options.split(",") if o and not re.fullmatch(r"seed=\d+", o)] if options else []
+    return name + (":" + ",".join(kept) if kept else "")
 
 
 @dataclass
@@ -100,6 +106,34 @@ class ResultTable:
                                              robust, sum(r.n for r in rows), sum(r.seconds for r in rows), first.note,
                                              first.defence_params, first.attack_params))
         return merged
+
+    def over_seeds(self) -> ResultTable:
+        """The table with the rows of one random defence deployed with several seeds (the same settings but
+        ``seed``, the same threat model and attack) collapsed into one row: SA and RA are the means over the seeds,
+        the note gives their min..max and the seeds. Other rows are kept as they are."""
+        groups: dict[tuple, list[ResultRow]] = {}
+        for row in self.rows:
+            params = {k: v for k, v in row.defence_params.items() if k != "seed"}
+            key = (_without_seed(row.defence), json.dumps(params, sort_keys=True, default=str), row.threat,
+                   row.attack)
+            groups.setdefault(key, []).append(row)
+        table = ResultTable(meta=dict(self.meta))
+        for (name, _, threat, attack), rows in groups.items():
+            if len(rows) == 1 or any(r.defence_params.get("seed") is None for r in rows):
+                table.rows.extend(rows)
+                continue
+            seeds = ",".join(str(r.defence_params["seed"]) for r in rows)
+            spread = [f"SA {min(r.sa for r in rows):.1f}..{max(r.sa for r in rows):.1f}"]
+            robust = None
+            if all(r.ra is not None for r in rows):
+                robust = sum(r.ra for r in rows) / len(rows)
+                spread.append(f"RA {min(r.ra for r in rows):.1f}..{max(r.ra for r in rows):.1f}")
+            note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + (f"; {rows[0].note}" if rows[0].note
+                                                                                  else "")
+            table.add(ResultRow(name, threat, attack, sum(r.sa for r in rows) / len(rows), robust, rows[0].n,
+                                rows[0].seconds, note, {**rows[0].defence_params, "seed": seeds},
+                                rows[0].attack_params))
+        return table
 
     def reading(self) -> str | None:
         """One line comparing, per defence, RA under the oblivious attack with RA under the strongest attack that

@@ -130,6 +130,18 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def attacked(defence: Defence) -> Defence:
+    """The defence as the attacker runs it. A random defence's ``seed`` fixes the *deployment's* draws (what the
+    judge sees); the attacker does not know them and draws its own, fresh at every call. So the examples crafted
+    against one random defence serve all its deployment seeds, which differ only in the judge's draws."""
+    return defence.configured(seed=None) if defence.randomized else defence
+
+
+def eot_gradient(defence: Defence) -> str:
+    """The gradient mode of the EOT attack on ``defence``: its own, or BPDA when it is not differentiable."""
+    return defence.gradient if defence.differentiable else "bpda"
+
+
 class _Evaluation:
     """State shared by the threat models of one :func:`evaluate` call."""
 
@@ -152,8 +164,9 @@ class _Evaluation:
         return defence.deploy(self.victim, eot=eot).classifier(device=self.device)
 
     def eot_classifier(self, defence: Defence) -> PyTorchClassifier:
-        gradient = "exact" if defence.differentiable else "bpda"
-        return self.classifier(defence.configured(gradient=gradient, seed=None), eot=self.eot_draws)
+        """The defence averaged over ``eot_draws`` draws, with its own gradient mode (``gradient="bpda"`` set on a
+        differentiable defence gives BPDA+EOT), BPDA for one that is not differentiable."""
+        return self.classifier(attacked(defence).configured(gradient=eot_gradient(defence)), eot=self.eot_draws)
 
     def crafted(self, key_parts, make_attack, budget: tuple[str, float] | None) -> tuple[np.ndarray, float]:
         """Adversarial examples and attack wall time, from the cache or by running ``make_attack(checkpoint)``
@@ -272,8 +285,8 @@ def _gradient_threat(threat: str, gradient: str):
         defence = run.defences[name]
         if gradient == "exact" and not defence.differentiable:
             return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
-        target = run.classifier(defence.configured(gradient=gradient))
-        x_adv, seconds = run.crafted((threat, spec.settings(), defence),
+        target = run.classifier(attacked(defence).configured(gradient=gradient))
+        x_adv, seconds = run.crafted((threat, spec.settings(), attacked(defence)),
                                      lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
                                      spec.budget())
         note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
@@ -287,10 +300,10 @@ def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     if not defence.randomized:
         return [run.row(name, "eot", spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")]
     target = run.eot_classifier(defence)
-    x_adv, seconds = run.crafted(("eot", spec.settings(), defence, run.eot_draws),
+    x_adv, seconds = run.crafted(("eot", spec.settings(), attacked(defence), run.eot_draws),
                                  lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
                                  spec.budget())
-    gradient = "exact" if defence.differentiable else "bpda"
+    gradient = eot_gradient(defence)
     return [run.row(name, "eot", f"{spec.label()} eot={run.eot_draws}", x_adv, seconds,
                     f"gradients and decisions averaged over {run.eot_draws} draws ({gradient})",
                     {**spec.settings(), "eot_draws": run.eot_draws, "gradient": gradient})]
@@ -301,7 +314,7 @@ def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     target = run.eot_classifier(defence) if defence.randomized else run.classifier(defence)
     hsj = BudgetedHopSkipJump(target, norm=spec.norm_value, eps=spec.eps, max_queries=run.queries,
                               batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
-    key = ("decision-v2", spec.norm, run.queries, defence, defence.randomized and run.eot_draws)
+    key = ("decision-v2", spec.norm, run.queries, attacked(defence), defence.randomized and run.eot_draws)
     x_adv, seconds = run.crafted(key, lambda _: hsj, None)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
     kept = within_budget(run.x, x_adv, spec.norm, spec.eps)

@@ -22,8 +22,9 @@ __all__ = [
     "BUNDLED_VICTIMS",
 ]
 
-#: Short names of victims whose weights ship inside the package, and their registry entries.
-BUNDLED_VICTIMS = {"resnet20": "resnet20_cifar10", "resnet32": "resnet32_cifar10"}
+#: Short names of victims whose weights ship inside the package, and their registry entries: the reference
+#: (naturally trained) CIFAR ResNets, and a PGD adversarially trained ResNet-20 (DIR's main setting).
+BUNDLED_VICTIMS = {"resnet20": "resnet20_cifar10", "resnet32": "resnet32_cifar10", "resnet20-at": "resnet20_at_cifar10"}
 
 
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -65,7 +66,8 @@ def load_victim(
 ) -> nn.Module:
     """A ready classifier taking ``(N, 3, H, W)`` images in ``[0, 1]`` and returning logits.
 
-    :param name_or_path: ``"resnet20"`` or ``"resnet32"`` (the bundled weights); a ``.safetensors`` file or a reference
+    :param name_or_path: ``"resnet20"``, ``"resnet32"`` or ``"resnet20-at"`` (the bundled weights; the last PGD
+        adversarially trained); a ``.safetensors`` file or a reference
         ``.th``/``.pt`` checkpoint of a CIFAR ResNet (depth inferred from its keys); or ``"timm:NAME"``, a timm
         architecture whose weights come from ``checkpoint``.
     :param checkpoint: Weights of a timm victim (``.safetensors``, or a state dict loaded with

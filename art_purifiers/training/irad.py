@@ -251,5 +251,5 @@ TRAINER = Trainer(
     presets=PRESETS,
     run=run,
     options={"source": ("resnet32", "classifier the pairs are crafted on and SampleNet is trained through: a bundled "
-                                    "victim (resnet20, resnet32) or a checkpoint path")},
+                                    "victim (resnet20, resnet32, resnet20-at) or a checkpoint path")},
 )
