@@ -95,6 +95,18 @@ def test_preprocessor_is_random_unless_seeded_and_checks_its_parameters(images):
     assert make_defence(f"dir:weights='{tiny_dir_weights()}',ratio=0.3", device_type="cpu").ratio == 0.3
 
 
+@pytest.mark.parametrize(("weights", "target", "alpha"), [("cifar10", "resnet20", None),
+                                                         ("cifar10_at", "resnet20-at", 2.0),
+                                                         ("cifar10_at_alpha0", "resnet20-at", 0.0)])
+def test_shipped_weights_load_offline(weights, target, alpha, images):
+    # dir_cifar10 stops after stage 1 (its metadata has no alpha); the PGD-AT target's files ran both stages.
+    defence = DIRPreprocessor(weights, seed=0)
+    assert (defence.config["target"], defence.config["alpha"]) == (target, alpha)
+    out = defence(images[:4])[0]
+    assert out.shape == images[:4].shape and 0 <= out.min() and out.max() <= 1
+    np.testing.assert_array_equal(out, defence(images[:4])[0])
+
+
 def test_kl_perturbation_stays_in_the_ball():
     target = TinyCNN().eval()
     restored = torch.rand(3, 3, 32, 32)

@@ -6,18 +6,20 @@
 # Parts (PARTS, default all but decision), in shards of 100 images (SHARDS; a shard's JSON is skipped when it exists):
 #   main      clean; PGD-20 (step 2/255) on the target alone ("none", oblivious); through DIR with single-draw
 #             gradients (adaptive) and with EOT over 8 mask draws (eot)
-#   ablation  natural target only: mask ratio 30 % and 70 %, and alpha = 0 (dir_cifar10_alpha0), EOT PGD-20
+#   ablation  EOT PGD-20 at mask ratios 30 % and 70 %, and (PGD-AT target) alpha = 0 (weights dir_cifar10_at_alpha0;
+#             the natural target's weights have no stage 2, so no alpha)
 #   bpda      BPDA+EOT PGD-40 (the paper's Table 3 attack: identity backward through DIR, 8 draws)
 #   autoattack  AutoAttack (standard composition) with EOT over 8 draws, and without EOT
-#   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws), first N_HSJ images (default 20)
+#   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws), first N_HSJ images (default 10)
 set -euo pipefail
+{  # read whole before it runs: editing the file during a run cannot change the run
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
 OUT=docs/results/dir_shards
 TARGETS=${TARGETS-"natural at"}
 SHARDS=${SHARDS-"0 1 2 3 4"}
 PARTS=${PARTS-"main ablation bpda autoattack"}
-N_HSJ=${N_HSJ:-20}
+N_HSJ=${N_HSJ:-10}
 PGD=(--attack pgd --steps 20 --step-size 2/255 --eps 8/255)
 mkdir -p $OUT
 
@@ -46,8 +48,12 @@ for target in $TARGETS; do
       case $part in
         main) mapfile -t d < <(seeded "weights=$weights,")
               run "${target}_main" "$i" --victim $victim --threat clean oblivious adaptive eot "${PGD[@]}" "${d[@]}" ;;
-        ablation) [ "$target" = natural ] || continue
-              mapfile -t d < <(seeded "ratio=0.3,"; seeded "ratio=0.7,"; seeded "weights=cifar10_alpha0,")
+        ablation) if [ "$target" = natural ]; then
+                mapfile -t d < <(seeded "ratio=0.3,"; seeded "ratio=0.7,")
+              else
+                mapfile -t d < <(seeded "weights=$weights,ratio=0.3,"; seeded "weights=$weights,ratio=0.7,"
+                                 seeded "weights=cifar10_at_alpha0,")
+              fi
               run "${target}_ablation" "$i" --victim $victim --threat clean eot "${PGD[@]}" "${d[@]}" ;;
         bpda) mapfile -t d < <(seeded "weights=$weights,gradient=bpda,")
               run "${target}_bpda" "$i" --victim $victim --threat clean eot --attack pgd --steps 40 \
@@ -65,3 +71,5 @@ for target in $TARGETS; do
       --output "docs/results/dir_${target}_decision.md" --json "docs/results/dir_${target}_decision.json"
   fi
 done
+  exit
+}
