@@ -5,9 +5,10 @@
   public code follows, which suits a ViT).
 * Stage 2, ``L_adv + alpha * L_rep``: every step crafts PGD examples through denoiser and target (fresh masks at
   every attack step, as at deployment); ``L_adv`` is the target's cross-entropy on their restorations; ``L_rep`` is
-  the KL divergence between the target's outputs on a restoration (fresh masks) and on a KL-maximising
-  perturbation of another restoration of the same example, found by PGD on the target alone, *projected* to its
-  eps-ball and clipped to ``[0, 1]`` (the public code's projection is a no-op). ``clean_weight`` adds the
+  the KL divergence between the target's outputs on a restoration and on a KL-maximising perturbation of it, found
+  by PGD on the target alone, *projected* to its eps-ball and clipped to ``[0, 1]`` (the public code's projection is
+  a no-op; ``representation`` picks the paper's form or the code's, see ``_representation_loss``). An optional
+  ``clip_norm`` clips stage 2's gradient norm. ``clean_weight`` adds the
   cross-entropy on restored clean images, a guard against the collapse short adversarial training causes. A
   constant rate: SGD at the public code's 5e-5 (paper preset) or AdamW (cpu preset). The target stays frozen.
 * The last ``validation_images`` training images are held out: the hook reports clean accuracy and PGD-10 accuracy
