@@ -285,8 +285,9 @@ def _gradient_threat(threat: str, gradient: str):
         defence = run.defences[name]
         if gradient == "exact" and not defence.differentiable:
             return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
-        target = run.classifier(attacked(defence).configured(gradient=gradient))
-        x_adv, seconds = run.crafted((threat, spec.settings(), attacked(defence)),
+        copy = attacked(defence)  # one deep copy (weights included), used for the attack and its cache key
+        target = run.classifier(copy.configured(gradient=gradient))
+        x_adv, seconds = run.crafted((threat, spec.settings(), copy),
                                      lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
                                      spec.budget())
         note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
