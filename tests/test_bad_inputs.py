@@ -9,6 +9,7 @@ matching table.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
@@ -26,6 +27,8 @@ from art_purifiers.data.cifar10 import _read_batch, load_cifar10_uint8
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
 from art_purifiers.models import load_victim
 from art_purifiers.nn.dip import SkipNetConfig, dip_trace
+from art_purifiers.training.dir import PRESETS as DIR_PRESETS
+from art_purifiers.training.registry import apply_overrides
 from art_purifiers.weights import load_into, load_weights, read_metadata, save_safetensors
 
 NAN, INF = float("nan"), float("inf")
@@ -139,6 +142,25 @@ def test_bad_parameter_is_refused_by_set_params(factory, kwargs, message):
 def test_bad_network_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SkipNetConfig(**{"channels": (4, 8), "skip": (2, 2), **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [("representation=kl", "representation must be one of"), ("representation=1", "representation must be one of"),
+     ("clip_norm=0", r"clip_norm must lie in \(0"), ("clip_norm=-1", r"clip_norm must lie in \(0"),
+     ("clip_norm='1'", "clip_norm must be a number"), ("clip_norm=True", "clip_norm must be a number"),
+     ("clip_norm=nan", "not a Python literal"), ("alpha=-1", "alpha must lie in"),
+     ("clean_weight=-0.5", "clean_weight must lie in"), ("stage2_optimizer=adam", "stage2_optimizer must be one of")],
+)
+def test_bad_dir_training_setting_is_refused(assignment, message):
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(DIR_PRESETS["cpu"], [assignment])
+
+
+@pytest.mark.parametrize("value", [NAN, INF, -INF])
+def test_non_finite_dir_clip_norm_is_refused(value):
+    with pytest.raises(ValueError, match="clip_norm must be finite"):
+        dataclasses.replace(DIR_PRESETS["cpu"], clip_norm=value)
 
 
 def test_numpy_scalars_are_accepted_and_stored_as_python_numbers():

@@ -88,18 +88,30 @@ def test_fab_margin_gradient_equals_class_gradient_difference(tiny_model, images
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("version", ["standard", "rand"])
 @pytest.mark.parametrize("norm", [np.inf, 2])
-def test_autoattack_breaks_points_within_budget(norm, tiny_model, images, labels):
+def test_autoattack_breaks_points_within_budget(norm, version, tiny_model, images, labels):
     classifier = art_classifier(tiny_model)
     eps = 8 / 255 if norm == np.inf else 0.5
-    attack = StandardAutoAttack(classifier, norm=norm, eps=eps, n_iter=5, n_target_classes=2, square_queries=20)
+    attack = StandardAutoAttack(classifier, norm=norm, eps=eps, n_iter=5, n_target_classes=2, square_queries=20,
+                                version=version)
     x_adv = attack.generate(images, labels)
     delta = (x_adv - images).reshape(len(images), -1)
     size = np.abs(delta).max(1) if norm == np.inf else np.linalg.norm(delta, axis=1)
     assert size.max() <= eps * (1 + 1e-4)
     broken = classifier.predict(x_adv).argmax(1) != labels
     assert broken.sum() == sum(attack.broken_by.values())
-    assert set(attack.broken_by) <= set(StandardAutoAttack.components)
+    assert attack.broken_by and set(attack.broken_by) <= set(StandardAutoAttack.VERSIONS[version])
+    assert attack.params["components"] == list(StandardAutoAttack.VERSIONS[version])
+
+
+def test_autoattack_rand_runs_apgd_ce_then_apgd_dlr(tiny_model, images, labels):
+    classifier = art_classifier(tiny_model)
+    attack = StandardAutoAttack(classifier, eps=1 / 255, n_iter=3, version="rand")
+    names = [name for name, _, _ in attack._steps(np.zeros((len(images), 9), dtype=np.int64))]
+    assert names == ["apgd-ce", "apgd-dlr"]
+    with pytest.raises(ValueError, match="version"):
+        StandardAutoAttack(classifier, version="plus")
 
 
 @pytest.mark.parametrize("name", [a for a in ATTACKS if a != "autoattack"])

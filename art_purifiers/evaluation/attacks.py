@@ -14,6 +14,9 @@ from art_purifiers.evaluation.autoattack import StandardAutoAttack
 from art_purifiers.evaluation.losses import CWMarginLoss, with_loss
 from art_purifiers.evaluation.names import ATTACKS
 
+#: AutoAttack's attack names and the version of :class:`StandardAutoAttack` each runs.
+AUTOATTACKS = {"autoattack": "standard", "autoattack-rand": "rand"}
+
 
 def parse_eps(text: str | float) -> float:
     """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5."""
@@ -45,7 +48,8 @@ class _BudgetProjected:
 class AttackSpec:
     """An attack and its settings.
 
-    :param name: One of :data:`ATTACKS`: AutoAttack (standard composition), PGD, FGSM, BIM, MI-FGSM (PGD with
+    :param name: One of :data:`ATTACKS`: AutoAttack (``autoattack``: the standard composition;
+        ``autoattack-rand``: the version for randomized defences, APGD-CE and APGD-DLR), PGD, FGSM, BIM, MI-FGSM (PGD with
         momentum), C&W (PGD on the C&W margin loss within the budget) or DeepFool (projected onto the budget).
     :param norm: ``"inf"`` or ``"2"``.
     :param eps: Budget in input units (``[0, 1]`` pixels).
@@ -88,11 +92,11 @@ class AttackSpec:
     def settings(self) -> dict:
         """The settings that define the attack (what the cache key and the table record)."""
         settings = asdict(self)
-        if self.name == "autoattack":
+        if self.name in AUTOATTACKS:
             # Recorded (and part of cache keys): the steps run, each seeded from the seed and its number.
-            settings["components"] = list(StandardAutoAttack.components)
+            settings["components"] = list(StandardAutoAttack.VERSIONS[AUTOATTACKS[self.name]])
             settings["seeding"] = "per step"
-        if self.name in ("autoattack", "fgsm", "deepfool"):
+        if self.name in ("fgsm", "deepfool", *AUTOATTACKS):
             for unused in ("step_size", "random_start", "momentum"):
                 settings.pop(unused)
         else:
@@ -107,12 +111,12 @@ class AttackSpec:
     def label(self) -> str:
         """Row label, e.g. ``pgd-20 Linf eps=8/255``; settings that differ from the defaults are appended."""
         eps = Fraction(self.eps).limit_denominator(1000)
-        steps = "" if self.name in ("fgsm", "autoattack") else f"-{self.steps}"
+        steps = "" if self.name in ("fgsm", *AUTOATTACKS) else f"-{self.steps}"
         defaults = AttackSpec(self.name).settings()
         changed = {k: v for k, v in self.settings().items() if k not in ("name", "norm", "eps", "steps", "extra")
                    and v != defaults.get(k)}
         changed.update(self.extra)
-        if self.name == "autoattack" and self.steps != defaults["steps"]:
+        if self.name in AUTOATTACKS and self.steps != defaults["steps"]:
             changed["steps"] = self.steps
         if changed.get("step_size") is not None:
             changed["step_size"] = Fraction(changed["step_size"]).limit_denominator(1000)
@@ -127,9 +131,10 @@ class AttackSpec:
         """
         step = self.step_size if self.step_size is not None else self.eps / 4
         norm = self.norm_value
-        if self.name == "autoattack":
+        if self.name in AUTOATTACKS:
             return StandardAutoAttack(classifier, norm=norm, eps=self.eps, n_iter=self.steps, batch_size=batch_size,
-                                      verbose=verbose, seed=seed, checkpoint=checkpoint, **self.extra)
+                                      verbose=verbose, seed=seed, checkpoint=checkpoint,
+                                      version=AUTOATTACKS[self.name], **self.extra)
         if self.name == "fgsm":
             return FastGradientMethod(classifier, norm=norm, eps=self.eps, batch_size=batch_size)
         if self.name == "deepfool":

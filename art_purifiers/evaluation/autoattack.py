@@ -1,11 +1,17 @@
-"""AutoAttack in Croce & Hein's composition, built explicitly from ART's attacks.
+"""AutoAttack in Croce & Hein's compositions, built explicitly from ART's attacks.
 
 ART's own ``AutoAttack`` default list (APGD-CE, APGD-DLR, DeepFool, Square with 5 restarts) is not the
 standard AutoAttack. :class:`StandardAutoAttack` runs, in order and each only on the points that are still
-robust: APGD-CE (untargeted, 100 iterations), APGD-T (targeted at the 9 highest-scoring wrong classes,
-100 iterations each), FAB-T (same targets, 100 iterations each; our implementation, since ART has none) and
-Square (5000 queries). A point counts as broken when the estimator's ``predict`` misclassifies it and its
-perturbation is within ``eps``.
+robust, the components of one of the reference implementation's versions:
+
+- ``"standard"``: APGD-CE (untargeted, 100 iterations), APGD-T (targeted at the 9 highest-scoring wrong
+  classes, 100 iterations each), FAB-T (same targets, 100 iterations each; our implementation, since ART has
+  none) and Square (5000 queries);
+- ``"rand"``, the version for randomized defences: APGD-CE and APGD-DLR (untargeted, 100 iterations each).
+  The reference averages 20 gradient draws per step; here the expectation comes from the estimator (e.g. an
+  :class:`~art_purifiers.deploy.EOTClassifier`), so the number of draws is the estimator's.
+
+A point counts as broken when the estimator's ``predict`` misclassifies it and its perturbation is within ``eps``.
 
 One deviation from the reference implementation, forced by ART 1.20 and documented in
 ``docs/evaluating.md``: APGD-T minimises the targeted cross-entropy, because ART's DLR loss has no
@@ -30,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 class StandardAutoAttack:
-    """APGD-CE, APGD-T, FAB-T and Square on an ART classifier, each on the points still robust.
+    """AutoAttack's components (APGD-CE, APGD-T, FAB-T and Square by default) on an ART classifier, each on the
+    points still robust.
 
     :param estimator: ART classifier to attack and to judge success with (its ``predict``).
     :param norm: ``np.inf`` or ``2``.
@@ -44,9 +51,11 @@ class StandardAutoAttack:
         from the seed and the step's number, so a resumed run draws what an uninterrupted one would.
     :param checkpoint: ``.npz`` file where progress is saved after every step (APGD-CE, each APGD-T and FAB-T
         target, Square); an interrupted run resumes from it. ``None``: no checkpoint.
+    :param version: ``"standard"`` or ``"rand"`` (a key of :attr:`VERSIONS`).
     """
 
-    components = ("apgd-ce", "apgd-t", "fab-t", "square")
+    #: The components each version runs, in order.
+    VERSIONS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-ce", "apgd-dlr")}
 
     def __init__(
         self,
@@ -60,7 +69,10 @@ class StandardAutoAttack:
         verbose: bool = False,
         seed: int = 0,
         checkpoint: str | Path | None = None,
+        version: str = "standard",
     ) -> None:
+        if version not in self.VERSIONS:
+            raise ValueError(f"version must be one of {tuple(self.VERSIONS)}, got {version!r}.")
         if norm not in (np.inf, 2):
             raise ValueError(f"norm must be np.inf or 2, got {norm!r}.")
         if not eps > 0:
@@ -75,6 +87,8 @@ class StandardAutoAttack:
         self.verbose = verbose
         self.seed = int(seed)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.version = version
+        self.components = self.VERSIONS[version]
         #: Number of points each component broke in the last :meth:`generate` call.
         self.broken_by: dict[str, int] = {}
         #: Seconds spent before the last :meth:`generate` call resumed from its checkpoint (0 without one).
@@ -84,6 +98,7 @@ class StandardAutoAttack:
     def params(self) -> dict:
         return {
             "attack": "autoattack",
+            "version": self.version,
             "components": list(self.components),
             "norm": "inf" if self.norm == np.inf else "2",
             "eps": self.eps,
@@ -92,7 +107,7 @@ class StandardAutoAttack:
             "square_queries": self.square_queries,
         }
 
-    def _apgd(self, targeted: bool) -> AutoProjectedGradientDescent:
+    def _apgd(self, targeted: bool, loss_type: str = "cross_entropy") -> AutoProjectedGradientDescent:
         return AutoProjectedGradientDescent(
             self.estimator,
             norm=self.norm,
@@ -102,13 +117,31 @@ class StandardAutoAttack:
             targeted=targeted,
             nb_random_init=1,
             batch_size=self.batch_size,
-            loss_type="cross_entropy",
+            loss_type=loss_type,
             verbose=self.verbose,
         )
 
     def _is_broken(self, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray) -> np.ndarray:
         predicted = self.estimator.predict(x_adv, batch_size=self.batch_size).argmax(1)
         return (predicted != y) & within_budget(x, x_adv, self.norm, self.eps)
+
+    def _steps(self, wrong: np.ndarray) -> list[tuple[str, object, np.ndarray | None]]:
+        """``(component, attack, targets)`` in the order run; ``wrong[:, k]``: the k-th best wrong class."""
+        if self.version == "rand":
+            return [("apgd-ce", self._apgd(targeted=False), None),
+                    ("apgd-dlr", self._apgd(targeted=False, loss_type="difference_logits_ratio"), None)]
+        n_targets = min(self.n_target_classes, wrong.shape[1])
+        apgd_t = self._apgd(targeted=True)
+        fab_t = FABTargeted(self.estimator, norm=self.norm, n_iter=self.n_iter, batch_size=self.batch_size)
+        square = SquareAttack(
+            self.estimator, norm=self.norm, eps=self.eps, max_iter=self.square_queries, p_init=0.8,
+            nb_restarts=1, batch_size=self.batch_size, verbose=self.verbose,
+        )
+        steps = [("apgd-ce", self._apgd(targeted=False), None)]
+        steps += [("apgd-t", apgd_t, wrong[:, k]) for k in range(n_targets)]
+        steps += [("fab-t", fab_t, wrong[:, k]) for k in range(n_targets)]
+        steps.append(("square", square, None))
+        return steps
 
     def generate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Adversarial examples for ``x`` (float32 NCHW) with integer labels ``y``; robust points keep ``x``."""
@@ -149,17 +182,7 @@ class StandardAutoAttack:
         ranked = np.argsort(-logits, axis=1)
         # Column k: the k-th highest-scoring class other than the true one.
         wrong = np.stack([row[row != label] for row, label in zip(ranked, y, strict=True)])
-        n_targets = min(self.n_target_classes, nb_classes - 1)
-        apgd_t = self._apgd(targeted=True)
-        fab_t = FABTargeted(self.estimator, norm=self.norm, n_iter=self.n_iter, batch_size=self.batch_size)
-        square = SquareAttack(
-            self.estimator, norm=self.norm, eps=self.eps, max_iter=self.square_queries, p_init=0.8,
-            nb_restarts=1, batch_size=self.batch_size, verbose=self.verbose,
-        )
-        steps = [("apgd-ce", self._apgd(targeted=False), None)]
-        steps += [("apgd-t", apgd_t, wrong[:, k]) for k in range(n_targets)]
-        steps += [("fab-t", fab_t, wrong[:, k]) for k in range(n_targets)]
-        steps.append(("square", square, None))
+        steps = self._steps(wrong)
         for number, (name, attack, targets) in enumerate(steps):
             if number < done:
                 continue

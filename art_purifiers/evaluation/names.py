@@ -3,6 +3,6 @@
 #: Threat models of :func:`~art_purifiers.evaluation.runner.evaluate`, in the order their rows appear.
 THREATS = ("clean", "oblivious", "transfer", "bpda", "adaptive", "eot", "decision")
 #: Attacks of :class:`~art_purifiers.evaluation.attacks.AttackSpec` (HopSkipJump is ``decision``'s own attack).
-ATTACKS = ("autoattack", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
+ATTACKS = ("autoattack", "autoattack-rand", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
 #: Output formats of :meth:`~art_purifiers.evaluation.report.ResultTable.render`.
 FORMATS = ("text", "markdown", "json", "csv")

@@ -9,7 +9,10 @@
 #   ablation  EOT PGD-20 at mask ratios 30 % and 70 %, and (PGD-AT target) alpha = 0 (weights dir_cifar10_at_alpha0;
 #             the natural target's weights have no stage 2, so no alpha)
 #   bpda      BPDA+EOT PGD-40 (the paper's Table 3 attack: identity backward through DIR, 8 draws)
-#   autoattack  AutoAttack (standard composition) with EOT over 8 draws, and without EOT
+#   autoattack  AutoAttack (standard composition) with EOT over 8 draws, and without EOT; the target alone
+#   autoattack-rand  AutoAttack's version for randomized defences (APGD-CE, APGD-DLR) with EOT over 8 draws, and
+#             without EOT
+#             (AA_THREATS replaces the threat models of both, e.g. AA_THREATS="clean oblivious adaptive")
 #   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws), first N_HSJ images (default 10)
 set -euo pipefail
 {  # read whole before it runs: editing the file during a run cannot change the run
@@ -18,8 +21,9 @@ DATA=${DATA:-../shared/data/cifar10}
 OUT=docs/results/dir_shards
 TARGETS=${TARGETS-"natural at"}
 SHARDS=${SHARDS-"0 1 2 3 4"}
-PARTS=${PARTS-"main ablation bpda autoattack"}
+PARTS=${PARTS-"main ablation bpda autoattack autoattack-rand"}
 N_HSJ=${N_HSJ:-10}
+AA_THREATS=${AA_THREATS:-}
 PGD=(--attack pgd --steps 20 --step-size 2/255 --eps 8/255)
 mkdir -p $OUT
 
@@ -58,8 +62,11 @@ for target in $TARGETS; do
         bpda) mapfile -t d < <(seeded "weights=$weights,gradient=bpda,")
               run "${target}_bpda" "$i" --victim $victim --threat clean eot --attack pgd --steps 40 \
                 --step-size 2/255 --eps 8/255 "${d[@]}" ;;
-        autoattack) mapfile -t d < <(seeded "weights=$weights,")
-              run "${target}_autoattack" "$i" --victim $victim --threat clean adaptive eot --attack autoattack \
+        autoattack|autoattack-rand) mapfile -t d < <(seeded "weights=$weights,")
+              # oblivious (standard composition only): the target alone, the paper's "None" row
+              threats=(clean adaptive eot); [ $part = autoattack ] && threats=(clean oblivious adaptive eot)
+              if [ -n "$AA_THREATS" ]; then read -ra threats <<< "$AA_THREATS"; fi
+              run "${target}_$part" "$i" --victim $victim --threat "${threats[@]}" --attack $part \
                 --eps 8/255 "${d[@]}" ;;
       esac
     done
