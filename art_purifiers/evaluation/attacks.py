@@ -49,8 +49,9 @@ class AttackSpec:
     """An attack and its settings.
 
     :param name: One of :data:`ATTACKS`: AutoAttack (``autoattack``: the standard composition;
-        ``autoattack-rand``: the version for randomized defences, APGD-CE and APGD-DLR), PGD, FGSM, BIM, MI-FGSM (PGD with
-        momentum), C&W (PGD on the C&W margin loss within the budget) or DeepFool (projected onto the budget).
+        ``autoattack-rand``: the version for randomized defences, APGD-CE and APGD-DLR), PGD, FGSM, BIM, MI-FGSM
+        (PGD with momentum), C&W (PGD on the C&W margin loss within the budget) or DeepFool (projected onto the
+        budget).
     :param norm: ``"inf"`` or ``"2"``.
     :param eps: Budget in input units (``[0, 1]`` pixels).
     :param steps: Iterations (PGD, BIM, MI-FGSM, C&W; APGD and FAB in AutoAttack; DeepFool).
