@@ -13,7 +13,7 @@
 #   autoattack-rand  AutoAttack's version for randomized defences (APGD-CE, APGD-DLR) with EOT over 8 draws, and
 #             without EOT
 #             (AA_THREATS replaces the threat models of both, e.g. AA_THREATS="clean oblivious adaptive")
-#   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws), first N_HSJ images (default 10)
+#   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws)
 set -euo pipefail
 {  # read whole before it runs: editing the file during a run cannot change the run
 cd "$(dirname "$0")/../.."
@@ -22,7 +22,6 @@ OUT=docs/results/dir_shards
 TARGETS=${TARGETS-"natural at"}
 SHARDS=${SHARDS-"0 1 2 3 4"}
 PARTS=${PARTS-"main ablation bpda autoattack autoattack-rand"}
-N_HSJ=${N_HSJ:-10}
 AA_THREATS=${AA_THREATS:-}
 PGD=(--attack pgd --steps 20 --step-size 2/255 --eps 8/255)
 mkdir -p $OUT
@@ -68,15 +67,13 @@ for target in $TARGETS; do
               if [ -n "$AA_THREATS" ]; then read -ra threats <<< "$AA_THREATS"; fi
               run "${target}_$part" "$i" --victim $victim --threat "${threats[@]}" --attack $part \
                 --eps 8/255 "${d[@]}" ;;
+        decision) mapfile -t d < <(seeded "weights=$weights,")
+              run "${target}_decision" "$i" --victim $victim --threat clean decision --queries 1000 --eps 8/255 \
+                "${d[@]}" ;;
       esac
     done
     merge "${target}_$part"
   done
-  if [[ " $PARTS " == *" decision "* ]]; then
-    art-purifiers evaluate --data-root "$DATA" --n "$N_HSJ" --seed 0 --victim $victim --eot-draws 8 --queries 1000 \
-      --threat clean decision --eps 8/255 --defence "dir:weights=$weights,seed=0" --quiet --format markdown \
-      --output "docs/results/dir_${target}_decision.md" --json "docs/results/dir_${target}_decision.json"
-  fi
 done
   exit
 }
