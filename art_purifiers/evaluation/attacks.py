@@ -12,10 +12,7 @@ from art.estimators.classification import PyTorchClassifier
 
 from art_purifiers.evaluation.autoattack import StandardAutoAttack
 from art_purifiers.evaluation.losses import CWMarginLoss, with_loss
-from art_purifiers.evaluation.names import ATTACKS
-
-#: AutoAttack's attack names and the version of :class:`StandardAutoAttack` each runs.
-AUTOATTACKS = {"autoattack": "standard", "autoattack-rand": "rand"}
+from art_purifiers.evaluation.names import ATTACKS, AUTOATTACKS
 
 
 def parse_eps(text: str | float) -> float:

@@ -88,11 +88,15 @@ class StandardAutoAttack:
         self.seed = int(seed)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.version = version
-        self.components = self.VERSIONS[version]
         #: Number of points each component broke in the last :meth:`generate` call.
         self.broken_by: dict[str, int] = {}
         #: Seconds spent before the last :meth:`generate` call resumed from its checkpoint (0 without one).
         self.resumed_seconds = 0.0
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The components this version runs, in order."""
+        return self.VERSIONS[self.version]
 
     @property
     def params(self) -> dict:

@@ -2,7 +2,10 @@
 
 #: Threat models of :func:`~art_purifiers.evaluation.runner.evaluate`, in the order their rows appear.
 THREATS = ("clean", "oblivious", "transfer", "bpda", "adaptive", "eot", "decision")
+#: AutoAttack's attack names and the version of :class:`~art_purifiers.evaluation.autoattack.StandardAutoAttack`
+#: each runs.
+AUTOATTACKS = {"autoattack": "standard", "autoattack-rand": "rand"}
 #: Attacks of :class:`~art_purifiers.evaluation.attacks.AttackSpec` (HopSkipJump is ``decision``'s own attack).
-ATTACKS = ("autoattack", "autoattack-rand", "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
+ATTACKS = (*AUTOATTACKS, "pgd", "fgsm", "bim", "mifgsm", "cw", "deepfool")
 #: Output formats of :meth:`~art_purifiers.evaluation.report.ResultTable.render`.
 FORMATS = ("text", "markdown", "json", "csv")
