@@ -184,6 +184,19 @@ def _check_device(device: str | None) -> None:
         raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu.")
 
 
+def _evaluation_device(requested: str | None, world: int) -> str:
+    """This rank's device: the one asked for (default: CUDA when available); under torchrun, the rank's own GPU,
+    made current, since ART's classifiers place their models on the current CUDA device."""
+    import torch
+
+    device = requested or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and world > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    if device.startswith("cuda:"):  # set_device refuses a device without an index
+        torch.cuda.set_device(torch.device(device))
+    return device
+
+
 def _emit(table, args) -> None:
     text = table.render(args.format)
     reading = table.reading() if args.format in ("text", "markdown") else None
@@ -212,7 +225,6 @@ def _load_images(args: argparse.Namespace):
 def run_evaluate(args: argparse.Namespace) -> int:
     _check_evaluate_args(args)
     import numpy as np
-    import torch
     import torch.distributed as dist
 
     from art_purifiers.defences import make_defence
@@ -225,11 +237,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
              for name in args.attack for eps in args.eps_values]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
+    device = _evaluation_device(args.device, world)
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     overrides = {"device_type": "cpu" if device == "cpu" else "gpu",

@@ -368,6 +368,20 @@ def test_cuda_without_a_gpu(capsys):
     assert "no CUDA device" in _cli_error(capsys, ["evaluate", "--device", "cuda"])
 
 
+def test_evaluation_device_sets_only_an_indexed_gpu(monkeypatch):
+    """torch.cuda.set_device refuses a bare "cuda" (found on a GPU): only torchrun's per-rank device is set."""
+    from art_purifiers.cli import _evaluation_device
+
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert _evaluation_device(None, world=1) == "cuda" and current == []
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert _evaluation_device("cuda", world=4) == "cuda:1" and current == [torch.device("cuda:1")]
+    assert _evaluation_device("cpu", world=4) == "cpu" and len(current) == 1
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "empty"), (b"\x80\x02garbage", "not a readable"), (pickle.dumps({b"labels": [1]}), "no 'data' entry"),
 ], ids=["empty", "garbage", "no-data"])

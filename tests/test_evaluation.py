@@ -382,6 +382,44 @@ def test_autoattack_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_
     assert resumed.resumed_seconds == spent  # the interrupted part's time is carried into the total
 
 
+def test_hopskipjump_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_path, monkeypatch):
+    classifier = art_classifier(tiny_model)
+
+    def attack(checkpoint=None):
+        return BudgetedHopSkipJump(classifier, norm=2, eps=1.0, max_queries=80, init_eval=10, init_size=20, seed=1,
+                                   checkpoint=checkpoint)
+
+    np.random.seed(5)  # noqa: NPY002 - ART's gradient estimate uses numpy's global generator
+    uninterrupted = attack().generate(images[:3], labels[:3])
+    original, calls = BudgetedHopSkipJump._attack_one, []
+
+    def crash_on_the_second(self, *args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("interrupted")
+        return original(self, *args)
+
+    monkeypatch.setattr(BudgetedHopSkipJump, "_attack_one", crash_on_the_second)
+    np.random.seed(5)  # noqa: NPY002
+    with pytest.raises(RuntimeError, match="interrupted"):
+        attack(tmp_path / "hsj.npz").generate(images[:3], labels[:3])
+    monkeypatch.setattr(BudgetedHopSkipJump, "_attack_one", original)
+    with np.load(tmp_path / "hsj.npz") as saved:
+        assert int(saved["done"]) == 1 and float(saved["seconds"]) > 0
+    np.random.seed(99)  # noqa: NPY002 - the checkpoint restores the state the interrupted run had
+    resumed = attack(tmp_path / "hsj.npz")
+    np.testing.assert_array_equal(resumed.generate(images[:3], labels[:3]), uninterrupted)
+    assert resumed.resumed_seconds > 0 and (resumed.queries_used > 0).all()
+    # A checkpoint of other inputs is ignored, a damaged one refused.
+    assert attack(tmp_path / "hsj.npz").generate(images[3:5], labels[3:5]).shape == images[3:5].shape
+    from art_purifiers.evaluation.progress import save_progress
+
+    save_progress(tmp_path / "bad.npz", images[:3].astype(np.float32), x_adv=np.full(images[:3].shape, np.nan,
+                  dtype=np.float32), queries=np.zeros(3, dtype=np.int64), done=np.int64(1))
+    with pytest.raises(ValueError, match="finite float32"):
+        attack(tmp_path / "bad.npz").generate(images[:3], labels[:3])
+
+
 def test_perturbation_size_and_budget():
     from art_purifiers.evaluation.norms import perturbation_size, within_budget
 

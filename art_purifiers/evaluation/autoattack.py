@@ -31,6 +31,7 @@ from art.attacks.evasion import AutoProjectedGradientDescent, SquareAttack
 
 from art_purifiers.evaluation.fab import FABTargeted
 from art_purifiers.evaluation.norms import within_budget
+from art_purifiers.evaluation.progress import load_progress, save_progress
 
 logger = logging.getLogger(__name__)
 
@@ -160,14 +161,13 @@ class StandardAutoAttack:
         self.resumed_seconds = 0.0
         done = 0
         start = time.perf_counter()
-        if self.checkpoint is not None and self.checkpoint.is_file():
-            with np.load(self.checkpoint) as saved:
-                if saved["x_adv"].shape == x.shape and np.array_equal(saved["x"], x):
-                    x_adv, robust, done = saved["x_adv"].copy(), saved["robust"].copy(), int(saved["done"])
-                    self.broken_by = json.loads(str(saved["broken_by"]))
-                    # Checkpoints written before the elapsed time was stored count from the resume.
-                    self.resumed_seconds = float(saved["seconds"]) if "seconds" in saved.files else 0.0
-                    logger.info("AutoAttack resumes after step %d from %s", done, self.checkpoint)
+        saved = load_progress(self.checkpoint, x)
+        if saved is not None:
+            x_adv, robust, done = _checked(saved, x)
+            self.broken_by = json.loads(str(saved["broken_by"]))
+            # Checkpoints written before the elapsed time was stored count from the resume.
+            self.resumed_seconds = float(saved["seconds"]) if "seconds" in saved else 0.0
+            logger.info("AutoAttack resumes after step %d from %s", done, self.checkpoint)
 
         def attempt(name: str, attack, targets: np.ndarray | None) -> None:
             index = np.flatnonzero(robust)
@@ -193,12 +193,18 @@ class StandardAutoAttack:
             np.random.seed(self.seed * 1000 + number)  # noqa: NPY002 (ART uses numpy's global generator)
             torch.manual_seed(self.seed * 1000 + number)
             attempt(name, attack, targets)
-            if self.checkpoint is not None:
-                self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.checkpoint.with_suffix(".tmp.npz")
-                np.savez(tmp, x=x, x_adv=x_adv, robust=robust, done=np.int64(number + 1),
-                         broken_by=np.array(json.dumps(self.broken_by)),
-                         seconds=np.float64(self.resumed_seconds + time.perf_counter() - start))
-                tmp.replace(self.checkpoint)
+            save_progress(self.checkpoint, x, x_adv=x_adv, robust=robust, done=np.int64(number + 1),
+                          broken_by=np.array(json.dumps(self.broken_by)),
+                          seconds=np.float64(self.resumed_seconds + time.perf_counter() - start))
         logger.info("AutoAttack broke %s of %d points", self.broken_by, len(x))
         return x_adv
+
+
+def _checked(saved: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """A checkpoint's adversarial examples, robust mask and completed steps, after checking them against ``x``."""
+    x_adv, robust, done = saved["x_adv"], saved["robust"], int(saved["done"])
+    if x_adv.shape != x.shape or x_adv.dtype != np.float32 or not np.isfinite(x_adv).all():
+        raise ValueError(f"AutoAttack checkpoint: x_adv must be finite float32 of shape {x.shape}.")
+    if robust.shape != (len(x),) or robust.dtype != bool or done < 0:
+        raise ValueError("AutoAttack checkpoint: robust must be a boolean mask per image and done >= 0.")
+    return x_adv, robust, done

@@ -5,7 +5,8 @@ generator. :class:`BudgetedHopSkipJump` draws the start itself (seeded), counts 
 and runs ART's HopSkipJump iteration (binary search, gradient estimate, step-size search) one at a time while
 the next iteration is forecast to fit in the budget (its gradient estimate plus the previous iteration's other
 queries), so the count ends at or slightly below the budget, rarely a few queries above it. It calls two
-internal methods of ART's ``HopSkipJump`` (``_binary_search`` and ``_attack``, ART 1.20).
+internal methods of ART's ``HopSkipJump`` (``_binary_search`` and ``_attack``, ART 1.20). With a checkpoint it
+saves its progress after every image, so that an interrupted run resumes at the next image.
 
 | Paper link: https://arxiv.org/abs/1904.02144
 """
@@ -13,10 +14,15 @@ internal methods of ART's ``HopSkipJump`` (``_binary_search`` and ``_attack``, A
 from __future__ import annotations
 
 import copy
+import json
+import time
+from pathlib import Path
 
 import numpy as np
 from art.attacks.evasion import HopSkipJump
 from tqdm.auto import tqdm
+
+from art_purifiers.evaluation.progress import load_progress, save_progress
 
 _MAX_EVAL = 10_000
 # Queries of an iteration besides its gradient estimate (binary search, step size), before one was measured.
@@ -44,10 +50,13 @@ class BudgetedHopSkipJump:
     :param init_eval: Initial number of gradient-estimation queries (ART's default 100).
     :param init_size: Random draws tried to find a starting adversarial.
     :param seed: Seed of the random starts.
+    :param checkpoint: ``.npz`` file where progress is saved after every image; an interrupted run resumes from
+        it. ``None``: no checkpoint.
     """
 
     def __init__(self, estimator, norm: float = 2, eps: float = 0.5, max_queries: int = 1000, init_eval: int = 100,
-                 init_size: int = 100, batch_size: int = 128, seed: int = 0, verbose: bool = False) -> None:
+                 init_size: int = 100, batch_size: int = 128, seed: int = 0, verbose: bool = False,
+                 checkpoint: str | Path | None = None) -> None:
         if max_queries < 1:
             raise ValueError(f"max_queries must be >= 1, got {max_queries}.")
         self.estimator = estimator
@@ -59,8 +68,11 @@ class BudgetedHopSkipJump:
         self.seed = seed
         self.batch_size = batch_size
         self.verbose = verbose
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
         #: Queries spent on each image in the last :meth:`generate` call.
         self.queries_used: np.ndarray = np.zeros(0, dtype=np.int64)
+        #: Seconds spent before the last :meth:`generate` call resumed from its checkpoint (0 without one).
+        self.resumed_seconds = 0.0
 
     @property
     def params(self) -> dict:
@@ -108,8 +120,38 @@ class BudgetedHopSkipJump:
         predicted = self.estimator.predict(x, batch_size=self.batch_size).argmax(1)
         self.queries_used = np.zeros(len(x), dtype=np.int64)
         rng = np.random.default_rng(self.seed)
-        for i in tqdm(range(len(x)), desc="HopSkipJump", disable=not self.verbose):
+        first, self.resumed_seconds = 0, 0.0
+        saved = load_progress(self.checkpoint, x)
+        if saved is not None:
+            first, self.resumed_seconds = self._resume(saved, out, rng)
+        start = time.perf_counter()
+        for i in tqdm(range(first, len(x)), desc="HopSkipJump", disable=not self.verbose):
             if y is not None and predicted[i] != y[i]:
                 continue
             out[i], self.queries_used[i] = self._attack_one(x[i], int(predicted[i]), rng)
+            # Random states too, so that a resumed run draws what an uninterrupted one would.
+            save_progress(self.checkpoint, x, x_adv=out, queries=self.queries_used, done=np.int64(i + 1),
+                          rng=np.array(json.dumps(rng.bit_generator.state)), numpy_state=_numpy_state(),
+                          seconds=np.float64(self.resumed_seconds + time.perf_counter() - start))
         return out
+
+    def _resume(self, saved: dict[str, np.ndarray], out: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
+        """Restore a checkpoint's examples, query counts and random states; returns (next image, seconds spent)."""
+        x_adv, queries, done = saved["x_adv"], saved["queries"], int(saved["done"])
+        if x_adv.shape != out.shape or x_adv.dtype != np.float32 or not np.isfinite(x_adv).all():
+            raise ValueError(f"HopSkipJump checkpoint: x_adv must be finite float32 of shape {out.shape}.")
+        if queries.shape != (len(out),) or queries.dtype != np.int64 or not 0 <= done <= len(out):
+            raise ValueError("HopSkipJump checkpoint: queries must be int64 per image and done an image count.")
+        out[:], self.queries_used[:] = x_adv, queries
+        rng.bit_generator.state = json.loads(str(saved["rng"]))
+        np.random.set_state(_numpy_state(str(saved["numpy_state"])))  # noqa: NPY002 (ART's global generator)
+        return done, float(saved["seconds"])
+
+
+def _numpy_state(saved: str | None = None):
+    """numpy's global generator state (which ART's HopSkipJump draws from) as a JSON array, or back from one."""
+    if saved is None:
+        name, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+        return np.array(json.dumps([name, keys.tolist(), int(position), int(has_gauss), float(gauss)]))
+    name, keys, position, has_gauss, gauss = json.loads(saved)
+    return name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss

@@ -22,6 +22,7 @@ RA <= SA, as in AutoAttack's robust accuracy).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import zipfile
@@ -313,16 +314,16 @@ def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
 def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
     defence = run.defences[name]
     target = run.eot_classifier(defence) if defence.randomized else run.classifier(defence)
-    hsj = BudgetedHopSkipJump(target, norm=spec.norm_value, eps=spec.eps, max_queries=run.queries,
-                              batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
+    hsj = functools.partial(BudgetedHopSkipJump, target, norm=spec.norm_value, eps=spec.eps,
+                            max_queries=run.queries, batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
     key = ("decision-v2", spec.norm, run.queries, attacked(defence), defence.randomized and run.eot_draws)
-    x_adv, seconds = run.crafted(key, lambda _: hsj, None)
+    x_adv, seconds = run.crafted(key, lambda partial: hsj(checkpoint=partial), None)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
     kept = within_budget(run.x, x_adv, spec.norm, spec.eps)
     x_adv = np.where(kept[:, None, None, None], x_adv, run.x).astype(np.float32)
     eps = spec.label().split(" ", 1)[1]
     note = f"on EOT classifier ({run.eot_draws} draws)" if defence.randomized else ""
-    params = {**hsj.params, "norm": spec.norm, "eps": spec.eps}
+    params = {**hsj().params, "norm": spec.norm, "eps": spec.eps}
     return [run.row(name, "decision", f"hopskipjump-{run.queries}q {eps}", x_adv, seconds, note, params)]
 
 

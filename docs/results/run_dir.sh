@@ -14,11 +14,13 @@
 #             without EOT
 #             (AA_THREATS replaces the threat models of both, e.g. AA_THREATS="clean oblivious adaptive")
 #   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws)
+# SHARD_DIR: where the shards' JSON go (default docs/results/dir_shards); MERGE=0: write no merged tables.
 set -euo pipefail
 {  # read whole before it runs: editing the file during a run cannot change the run
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/cifar10}
-OUT=docs/results/dir_shards
+OUT=${SHARD_DIR:-docs/results/dir_shards}
+MERGE=${MERGE:-1}
 TARGETS=${TARGETS-"natural at"}
 SHARDS=${SHARDS-"0 1 2 3 4"}
 PARTS=${PARTS-"main ablation bpda autoattack autoattack-rand"}
@@ -39,7 +41,7 @@ run() {  # run NAME SHARD ARGS...: one shard of one part
 
 merge() {  # merge NAME: the shards that exist, averaged over deployment seeds
   local files=("$OUT/$1"_*.json)
-  [ -e "${files[0]}" ] || return 0
+  [ "$MERGE" = 1 ] && [ -e "${files[0]}" ] || return 0
   art-purifiers merge "${files[@]}" --over-seeds --format markdown --output "docs/results/dir_$1.md" \
     --json "docs/results/dir_$1.json"
 }
