@@ -12,7 +12,8 @@
 #   autoattack  AutoAttack (standard composition) with EOT over 8 draws, and without EOT; the target alone
 #   autoattack-rand  AutoAttack's version for randomized defences (APGD-CE, APGD-DLR) with EOT over 8 draws, and
 #             without EOT
-#             (AA_THREATS replaces the threat models of both, e.g. AA_THREATS="clean oblivious adaptive")
+#             (AA_THREATS replaces the threat models of both and names the table after them, e.g.
+#             AA_THREATS="clean oblivious" writes at_autoattack_clean-oblivious_<shard>.json)
 #   decision  HopSkipJump with 1000 queries on the EOT classifier (8 draws)
 # SHARD_DIR: where the shards' JSON go (default docs/results/dir_shards); MERGE=0: write no merged tables.
 set -euo pipefail
@@ -50,6 +51,7 @@ for target in $TARGETS; do
   if [ "$target" = natural ]; then victim=resnet20; weights=cifar10; else victim=resnet20-at; weights=cifar10_at; fi
   for part in $PARTS; do
     for i in $SHARDS; do
+      name="${target}_$part"
       case $part in
         main) mapfile -t d < <(seeded "weights=$weights,")
               run "${target}_main" "$i" --victim $victim --threat clean oblivious adaptive eot "${PGD[@]}" "${d[@]}" ;;
@@ -66,15 +68,15 @@ for target in $TARGETS; do
         autoattack|autoattack-rand) mapfile -t d < <(seeded "weights=$weights,")
               # oblivious (standard composition only): the target alone, the paper's "None" row
               threats=(clean adaptive eot); [ $part = autoattack ] && threats=(clean oblivious adaptive eot)
-              if [ -n "$AA_THREATS" ]; then read -ra threats <<< "$AA_THREATS"; fi
-              run "${target}_$part" "$i" --victim $victim --threat "${threats[@]}" --attack $part \
+              if [ -n "$AA_THREATS" ]; then read -ra threats <<< "$AA_THREATS"; name+="_${AA_THREATS// /-}"; fi
+              run "$name" "$i" --victim $victim --threat "${threats[@]}" --attack $part \
                 --eps 8/255 "${d[@]}" ;;
         decision) mapfile -t d < <(seeded "weights=$weights,")
               run "${target}_decision" "$i" --victim $victim --threat clean decision --queries 1000 --eps 8/255 \
                 "${d[@]}" ;;
       esac
     done
-    merge "${target}_$part"
+    merge "$name"
   done
 done
   exit

@@ -36,7 +36,7 @@ for s in $AA_SHARDS; do
         AA_THREATS=$threat &
     done
     wait
-    job "at_autoattack_$s" "$DEADLINE" PARTS=autoattack TARGETS=at SHARDS="$s" AA_THREATS="clean oblivious adaptive eot"
+    job "at_autoattack_$s" "$DEADLINE" PARTS=autoattack TARGETS=at SHARDS="$s"  # all four threat models
   ) &
 done
 for j in $HSJ_JOBS; do
