@@ -148,7 +148,7 @@ class BudgetedHopSkipJump:
         return done, float(saved["seconds"])
 
 
-def _numpy_state(saved: str | None = None):
+def _numpy_state(saved: str | None = None) -> np.ndarray | tuple:
     """numpy's global generator state (which ART's HopSkipJump draws from) as a JSON array, or back from one."""
     if saved is None:
         name, keys, position, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
