@@ -382,6 +382,17 @@ def test_autoattack_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_
     assert resumed.resumed_seconds == spent  # the interrupted part's time is carried into the total
 
 
+def test_autoattack_refuses_a_damaged_checkpoint(tiny_model, images, labels, tmp_path):
+    from art_purifiers.evaluation.progress import save_progress
+
+    x = images.astype(np.float32)
+    save_progress(tmp_path / "aa.npz", x, x_adv=x, robust=np.ones(len(x), dtype=np.float32), done=np.int64(1),
+                  broken_by=np.array("{}"), seconds=np.float64(1.0))
+    attack = StandardAutoAttack(art_classifier(tiny_model), eps=2 / 255, n_iter=2, checkpoint=tmp_path / "aa.npz")
+    with pytest.raises(ValueError, match="boolean mask"):
+        attack.generate(x, labels)
+
+
 def test_hopskipjump_resumes_from_its_checkpoint(tiny_model, images, labels, tmp_path, monkeypatch):
     classifier = art_classifier(tiny_model)
 
