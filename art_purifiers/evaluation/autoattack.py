@@ -201,10 +201,9 @@ class StandardAutoAttack:
 
 
 def _checked(saved: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """A checkpoint's adversarial examples, robust mask and completed steps, after checking them against ``x``."""
+    """A checkpoint's adversarial examples (checked on load), robust mask and completed steps, after checking them
+    against ``x``."""
     x_adv, robust, done = saved["x_adv"], saved["robust"], int(saved["done"])
-    if x_adv.shape != x.shape or x_adv.dtype != np.float32 or not np.isfinite(x_adv).all():
-        raise ValueError(f"AutoAttack checkpoint: x_adv must be finite float32 of shape {x.shape}.")
     if robust.shape != (len(x),) or robust.dtype != bool or done < 0:
         raise ValueError("AutoAttack checkpoint: robust must be a boolean mask per image and done >= 0.")
     return x_adv, robust, done

@@ -137,9 +137,7 @@ class BudgetedHopSkipJump:
 
     def _resume(self, saved: dict[str, np.ndarray], out: np.ndarray, rng: np.random.Generator) -> tuple[int, float]:
         """Restore a checkpoint's examples, query counts and random states; returns (next image, seconds spent)."""
-        x_adv, queries, done = saved["x_adv"], saved["queries"], int(saved["done"])
-        if x_adv.shape != out.shape or x_adv.dtype != np.float32 or not np.isfinite(x_adv).all():
-            raise ValueError(f"HopSkipJump checkpoint: x_adv must be finite float32 of shape {out.shape}.")
+        x_adv, queries, done = saved["x_adv"], saved["queries"], int(saved["done"])  # x_adv checked on load
         if queries.shape != (len(out),) or queries.dtype != np.int64 or not 0 <= done <= len(out):
             raise ValueError("HopSkipJump checkpoint: queries must be int64 per image and done an image count.")
         out[:], self.queries_used[:] = x_adv, queries
