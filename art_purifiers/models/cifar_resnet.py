@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from art_purifiers.nn.registry import register_network
+
 DEPTHS = (20, 32, 44, 56, 110)
 
 
@@ -37,6 +39,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+@register_network("cifar_resnet")
 class CifarResNet(nn.Module):
     """CIFAR ResNet-(6n+2). Input ``(N, 3, 32, 32)`` *normalised* images; output ``(N, num_classes)`` logits."""
 

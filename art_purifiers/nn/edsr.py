@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from art_purifiers.nn.registry import register_network
+
 
 class ResidualBlock(nn.Module):
     """conv-ReLU-conv with an identity skip, no batch norm (EDSR drops it)."""
@@ -19,6 +21,7 @@ class ResidualBlock(nn.Module):
         return x + self.body(x) * self.res_scale
 
 
+@register_network("edsr")
 class EDSREncoder(nn.Module):
     """Per-pixel features of an image: ``(N, in_channels, H, W) -> (N, features, H, W)``.
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers.checks import check_integer
+from art_purifiers.nn.registry import register_network
 
 #: Table 6's widths: layers 1-5 (encoder), then 6-7 and 8 (decoder); layer 9 maps to the image's channels.
 DENOISER_WIDTHS = (32, 32, 64, 64, 128, 192, 64, 96)
@@ -22,6 +23,7 @@ def _conv_bn_relu(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+@register_network("idfr_input_denoiser")
 class InputDenoiser(nn.Module):
     """The U-Net of Table 6, predicting a residual: ``denoised = x + residual(x)``, ``x`` of shape ``(N, C, H, W)``
     in ``[0, 1]`` with ``H`` and ``W`` multiples of 4; the output has the same shape (not clipped).
@@ -71,6 +73,7 @@ class InputDenoiser(nn.Module):
         return x + self.residual(x)
 
 
+@register_network("idfr_feature_restorer")
 class FeatureRestorer(nn.Module):
     """The fully connected restorer of Table 7 on embeddings ``(N, D)``: widths ``D/2, D/4, D/16, D/4, D/2, D``
     (512-256-128-32-128-256-512 for ``D = 512``; 64-32-16-4-16-32-64 for the CIFAR ResNets' 64), ReLU after every

@@ -9,6 +9,7 @@ from torch import nn
 
 from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
+from art_purifiers.nn.registry import register_network
 
 
 def query_grid(
@@ -26,6 +27,7 @@ def query_grid(
     return coords.reshape(batch, height * width, 2), cells
 
 
+@register_network("implicit_representation")
 class ImplicitRepresentation(nn.Module):
     """A continuous representation of an image in ``[0, 1]``: colours at any coordinates.
 

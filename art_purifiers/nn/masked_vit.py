@@ -9,6 +9,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from art_purifiers.checks import check_integer, check_number
+from art_purifiers.nn.registry import register_network
 
 
 def complementary_masks(n: int, tokens: int, views: int = 2, ratio: float = 0.5,
@@ -45,6 +46,7 @@ def view_sizes(tokens: int, views: int, ratio: float) -> list[int]:
     return base
 
 
+@register_network("masked_vit_denoiser")
 class MaskedViTDenoiser(nn.Module):
     """Restores an image from K complementary masked views of its patches.
 

@@ -9,8 +9,10 @@ from torch import nn
 
 from art_purifiers.nn.implicit import query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder
+from art_purifiers.nn.registry import register_network
 
 
+@register_network("samplenet")
 class SampleNet(nn.Module):
     """A local implicit decoder with two outputs: the shift of every output pixel, **in pixels** ``(row, col)``.
 

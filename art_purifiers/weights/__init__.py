@@ -4,6 +4,11 @@ Every shipped file is listed in ``registry.json`` with its method, sha256, archi
 command that built it. :func:`load_weights` resolves a registered name or a user's file, refuses anything but
 safetensors, checks the sha256 of shipped files and that every tensor is finite, and never unpickles anything.
 :func:`load_into` fills a network strictly, turning missing, unexpected or mis-shaped tensors into one clear error.
+
+A weight file says what networks it holds: its metadata maps each network's key (the prefix of its tensors) to the
+network's spec ``{"name", "args"}`` (:mod:`art_purifiers.nn.registry`). :func:`save_networks` writes such a file and
+:func:`load_networks` rebuilds every network of any method from it; files written before specs existed are read through
+:mod:`art_purifiers.weights.legacy`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from art_purifiers.nn.registry import create_network
 
 _PACKAGE = "art_purifiers.weights"
 #: Fields every registry entry holds.
@@ -153,3 +160,69 @@ def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | Path, meta
     header = {"art_purifiers": json.dumps(metadata or {}, sort_keys=True, default=str)}
     save_file(tensors, str(path), metadata=header)
     return sha256_of(path)
+
+
+#: Version of the metadata layout :func:`save_networks` writes (files without it predate network specs).
+FORMAT = 2
+
+
+def save_networks(networks: dict[str, nn.Module], path: str | Path, metadata: dict) -> str:
+    """Save registered networks in one safetensors file, each network's tensors under ``KEY.`` and its spec under
+    ``metadata["networks"][KEY]``; return the file's sha256.
+
+    :param networks: ``{key: network}``; every network must be registered (it carries ``network_spec``).
+    :param metadata: The rest of the metadata: ``method`` (required), provenance, ...
+    """
+    if "method" not in metadata:
+        raise ValueError("A weight file's metadata must name its method.")
+    specs, state = {}, {}
+    for key, network in networks.items():
+        spec = getattr(network, "network_spec", None)
+        if spec is None:
+            raise ValueError(f"Network {key!r} ({type(network).__name__}) is not a registered network.")
+        specs[key] = spec
+        state.update({f"{key}.{name}": value for name, value in network.state_dict().items()})
+    return save_safetensors(state, path, metadata={**metadata, "format": FORMAT, "networks": specs})
+
+
+def network_specs(loaded: Weights, method: str | None = None) -> dict[str, dict]:
+    """``{key: spec}`` of the networks a loaded file holds: from its metadata, or translated from the layout of a
+    file written before specs existed."""
+    specs = loaded.metadata.get("networks")
+    if specs is None:
+        from art_purifiers.weights.legacy import legacy_specs
+
+        return legacy_specs(loaded, method)
+    if not isinstance(specs, dict) or not specs:
+        raise ValueError(f"{loaded.path}: its metadata's 'networks' must map keys to network specs, got {specs!r}.")
+    return specs
+
+
+def load_networks(name_or_path: str | Path, method: str | None = None) -> tuple[dict[str, nn.Module], dict]:
+    """Every network of a weight file, built from its spec and filled strictly, and the file's metadata.
+
+    :param name_or_path: As for :func:`load_weights`.
+    :param method: The method the weights must belong to.
+    :return: ``({key: network in eval mode}, metadata)``.
+    :raises ValueError: Unreadable file, unknown network, arguments it refuses, tensors that do not fit it, or tensors
+        that belong to no network.
+    """
+    import art_purifiers.models  # noqa: F401  (registers the victims' networks)
+    import art_purifiers.nn  # noqa: F401  (registers the defences' networks)
+
+    loaded = load_weights(name_or_path, method=method)
+    specs = network_specs(loaded, method)
+    networks, claimed = {}, set()
+    for key, spec in specs.items():
+        try:
+            network = create_network(spec)
+        except ValueError as error:
+            raise ValueError(f"{loaded.path}: network {key!r}: {error}") from error
+        state = loaded.subset(key) if key else dict(loaded.tensors)
+        claimed.update(f"{key}.{name}" if key else name for name in state)
+        networks[key] = load_into(network, state, f"{loaded.path} ({key or 'network'})").eval()
+    stray = sorted(set(loaded.tensors) - claimed)
+    if stray:
+        more = " ..." if len(stray) > 4 else ""
+        raise ValueError(f"{loaded.path}: tensors that belong to no network: {stray[:4]}{more}.")
+    return networks, loaded.metadata
