@@ -9,24 +9,17 @@ import torch
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.checks import check_integer, check_number
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.weights import load_into, load_weights
-
-#: Architecture keys a DIR weight file's metadata holds (the arguments of MaskedViTDenoiser).
-ARCHITECTURE = ("image_size", "patch_size", "width", "heads", "encoder_depth", "decoder_depth", "channels")
+from art_purifiers.weights import load_networks
 
 
 def load_dir_network(weights: str | Path) -> tuple[MaskedViTDenoiser, dict]:
     """The masked ViT of a DIR weight file (registered name, ``"cifar10"`` for ``dir_cifar10``, or a path) and the
     file's metadata."""
-    loaded = load_weights(weights, method="dir")
-    config = loaded.metadata
-    if config.get("method") != "dir":
-        raise ValueError(f"{loaded.path} is not a DIR weight file (its metadata names no DIR architecture).")
-    try:
-        network = MaskedViTDenoiser(**{key: config[key] for key in ARCHITECTURE})
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{loaded.path}: the architecture in its metadata is incomplete ({error}).") from error
-    return load_into(network, loaded.subset("denoiser"), loaded.path), config
+    networks, metadata = load_networks(weights, method="dir")
+    if not isinstance(networks.get("denoiser"), MaskedViTDenoiser) or len(networks) != 1:
+        raise ValueError(f"{weights}: a DIR file holds one masked ViT under 'denoiser', got "
+                         f"{ {key: type(network).__name__ for key, network in networks.items()} }.")
+    return networks["denoiser"], metadata
 
 
 class DIRPreprocessor(PurifierPreprocessor):

@@ -14,44 +14,29 @@ import torch
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.deploy import DefenceChain, EmbeddingDefence
 from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
-from art_purifiers.weights import Weights, load_into, load_weights
+from art_purifiers.weights import load_networks
 
 
-def _architecture(loaded: Weights) -> dict:
-    config = loaded.metadata
-    if config.get("method") != "idfr":
-        raise ValueError(f"{loaded.path} is not an IDFR weight file (its metadata names no IDFR architecture).")
-    return config
-
-
-def _incomplete(loaded: Weights, part: str, error: Exception) -> ValueError:
-    return ValueError(f"{loaded.path}: the {part} architecture in its metadata is incomplete ({error}).")
+def _load(weights: str | Path) -> tuple[dict, dict]:
+    networks, metadata = load_networks(weights, method="idfr")
+    if not isinstance(networks.get("denoiser"), InputDenoiser):
+        raise ValueError(f"{weights}: an IDFR file holds an input denoiser under 'denoiser'.")
+    return networks, metadata
 
 
 def load_denoiser(weights: str | Path) -> tuple[InputDenoiser, dict]:
     """The input denoiser of an IDFR weight file (registered name, ``"cifar10"`` for ``idfr_cifar10``, or a path)
     and the file's metadata."""
-    loaded = load_weights(weights, method="idfr")
-    config = _architecture(loaded)
-    try:
-        denoiser = InputDenoiser(config["channels"], config["denoiser_widths"])
-    except (KeyError, TypeError) as error:
-        raise _incomplete(loaded, "denoiser", error) from error
-    return load_into(denoiser, loaded.subset("denoiser"), loaded.path), config
+    networks, metadata = _load(weights)
+    return networks["denoiser"], metadata
 
 
 def load_restorer(weights: str | Path) -> FeatureRestorer:
     """The feature restorer of an IDFR weight file."""
-    loaded = load_weights(weights, method="idfr")
-    config = _architecture(loaded)
-    state = loaded.subset("restorer")
-    if not state:
-        raise ValueError(f"{loaded.path} holds no feature restorer; deploy the denoiser alone (restorer=False).")
-    try:
-        restorer = FeatureRestorer(config["embedding"], config["restorer_skips"])
-    except (KeyError, TypeError) as error:
-        raise _incomplete(loaded, "restorer", error) from error
-    return load_into(restorer, state, loaded.path)
+    networks, _ = _load(weights)
+    if not isinstance(networks.get("restorer"), FeatureRestorer):
+        raise ValueError(f"{weights} holds no feature restorer; deploy the denoiser alone (restorer=False).")
+    return networks["restorer"]
 
 
 class IDFRPreprocessor(PurifierPreprocessor):

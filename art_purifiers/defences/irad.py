@@ -12,30 +12,25 @@ from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.resampling import SAMPLERS as NAIVE_SAMPLERS
 from art_purifiers.nn.resampling import naive_shifts
 from art_purifiers.nn.samplenet import SampleNet
-from art_purifiers.weights import load_into, load_weights
+from art_purifiers.weights import load_networks
 
 #: Samplers of :class:`IRADPreprocessor`.
 IRAD_SAMPLERS = ("samplenet", "none", *NAIVE_SAMPLERS)
 
 
 def load_irad_networks(weights: str | Path) -> tuple[ImplicitRepresentation, SampleNet | None, dict]:
-    """The networks of an IRAD weight file: ``(representation, samplenet or None, config)``.
+    """The networks of an IRAD weight file: ``(representation, samplenet or None, metadata)``.
 
     :param weights: A registered name (``"cifar10"`` means ``irad_cifar10``; sha256 checked) or a path to a
-        ``.safetensors`` file written by the IRAD trainer, whose metadata holds the architecture.
+        ``.safetensors`` file written by the IRAD trainer or by ``art-purifiers import-weights irad``, whose metadata
+        names its networks.
     """
-    loaded = load_weights(weights, method="irad")
-    config = loaded.metadata
-    if config.get("method") != "irad":
-        raise ValueError(f"{loaded.path} is not an IRAD weight file (its metadata names no IRAD architecture).")
-    try:
-        representation = ImplicitRepresentation(config["blocks"], config["features"], config["hidden"])
-        samplenet = SampleNet(config["features"], config["samplenet_hidden"], config.get("max_shift"))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{loaded.path}: the IRAD architecture in its metadata is incomplete ({error}).") from error
-    load_into(representation, loaded.subset("representation"), loaded.path)
-    samplenet_state = loaded.subset("samplenet")
-    return representation, load_into(samplenet, samplenet_state, loaded.path) if samplenet_state else None, config
+    networks, metadata = load_networks(weights, method="irad")
+    representation, samplenet = networks.get("representation"), networks.get("samplenet")
+    if not isinstance(representation, ImplicitRepresentation) or not isinstance(samplenet, (SampleNet, type(None))):
+        raise ValueError(f"{weights}: an IRAD file holds an implicit representation and optionally a SampleNet, got "
+                         f"{ {key: type(network).__name__ for key, network in networks.items()} }.")
+    return representation, samplenet, metadata
 
 
 class IRADPreprocessor(PurifierPreprocessor):
@@ -50,7 +45,8 @@ class IRADPreprocessor(PurifierPreprocessor):
 
     | Paper link: https://arxiv.org/abs/2310.11890
 
-    :param weights: Registered weights (``"cifar10"``, shipped) or a path to an IRAD ``.safetensors`` file.
+    :param weights: Registered weights (``"cifar10"``, shipped) or a path to an IRAD ``.safetensors`` file (trained
+        by ``art-purifiers train irad`` or imported from the authors' checkpoints by ``art-purifiers import-weights``).
     :param sampler: One of :data:`IRAD_SAMPLERS`.
     :param magnitude: ``d`` or ``gamma`` (pixels) of the naive samplers.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor`.
@@ -78,7 +74,7 @@ class IRADPreprocessor(PurifierPreprocessor):
         n, _, h, w = x.shape
         codes = self.representation.encode(x)
         if self.sampler == "samplenet":
-            shifts = self.samplenet(codes, h, w)
+            shifts = self.samplenet(codes, h, w, images=x)
         elif self.sampler == "none":
             shifts = None
         else:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
-from art_purifiers.nn.registry import register_network
+from art_purifiers.nn.registry import create_network, register_network
 
 
 def query_grid(
@@ -32,19 +32,27 @@ class ImplicitRepresentation(nn.Module):
     """A continuous representation of an image in ``[0, 1]``: colours at any coordinates.
 
     Images are mapped to ``[-1, 1]`` before the encoder and colours back to ``[0, 1]`` after the decoder (as in
-    LIIF and DISCO); outputs are not clipped.
+    LIIF, DISCO and IRAD's code); outputs are not clipped.
 
-    :param blocks: EDSR residual blocks (paper 16).
-    :param features: EDSR width (paper 64).
+    :param blocks: EDSR residual blocks (paper 16); unused when ``encoder`` is given.
+    :param features: EDSR width (paper 64); unused when ``encoder`` is given.
     :param hidden: Decoder MLP widths (paper 256 x 4).
     :param max_rows: Decoder chunk size (memory bound).
+    :param encoder: Spec ``{"name", "args"}`` of a registered encoder (``edsr``, ``rdn``, ``rcan``, ...) with an
+        ``out_dim`` attribute; ``None``: an EDSR encoder of ``blocks`` x ``features``.
+    :param unfold: Decoder option: concatenate each code's 3x3 neighbourhood (LIIF's ``feat_unfold``).
+    :param local_ensemble: Decoder option: blend the four nearest codes.
+    :param cell_decode: Decoder option: give the decoder the query's cell size.
     """
 
     def __init__(self, blocks: int = 16, features: int = 64, hidden: Sequence[int] = (256, 256, 256, 256),
-                 max_rows: int = 65536) -> None:
+                 max_rows: int = 65536, encoder: Mapping | None = None, unfold: bool = True,
+                 local_ensemble: bool = True, cell_decode: bool = True) -> None:
         super().__init__()
-        self.encoder = EDSREncoder(blocks=blocks, features=features)
-        self.decoder = LocalImplicitDecoder(feature_dim=features, out_dim=3, hidden=hidden, max_rows=max_rows)
+        self.encoder = EDSREncoder(blocks=blocks, features=features) if encoder is None else create_network(encoder)
+        self.decoder = LocalImplicitDecoder(feature_dim=self.encoder.out_dim, out_dim=3, hidden=hidden,
+                                            unfold=unfold, local_ensemble=local_ensemble, cell_decode=cell_decode,
+                                            max_rows=max_rows)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` images in ``[0, 1]`` -> ``(B, features, H, W)`` latent codes."""

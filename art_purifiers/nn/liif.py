@@ -83,9 +83,10 @@ class LocalImplicitDecoder(nn.Module):
         centres = pixel_centres(h, w, features.device).permute(2, 0, 1).unsqueeze(0).expand(b, 2, h, w)
         half = coords.new_tensor([1.0 / h, 1.0 / w])  # half a latent cell in normalised units
         corners = [(-1, -1), (-1, 1), (1, -1), (1, 1)] if self.local_ensemble else [(0, 0)]
+        nudge = _EPS_SHIFT if self.local_ensemble else 0.0  # LIIF nudges only the ensemble's shifted queries
         answers, areas = [], []
         for v_row, v_col in corners:
-            shifted = coords + coords.new_tensor([v_row, v_col]) * half + _EPS_SHIFT
+            shifted = coords + coords.new_tensor([v_row, v_col]) * half + nudge
             grid = shifted.clamp(-1 + _EPS_SHIFT, 1 - _EPS_SHIFT).flip(-1).unsqueeze(1)  # grid_sample wants (x, y)
             latent = F.grid_sample(features, grid, mode="nearest", align_corners=False)[:, :, 0].permute(0, 2, 1)
             centre = F.grid_sample(centres, grid, mode="nearest", align_corners=False)[:, :, 0].permute(0, 2, 1)

@@ -51,7 +51,13 @@ def legacy_specs(loaded: Weights, method: str | None) -> dict[str, dict]:
 
     :raises ValueError: The file names no known method, or its metadata lacks a key its method's layout needs.
     """
-    stated = loaded.metadata.get("method") or (registry()[loaded.name]["method"] if loaded.name else method)
+    stated = loaded.metadata.get("method") or (registry()[loaded.name]["method"] if loaded.name else None)
+    if stated is None and method == "victim" and str(loaded.metadata.get("architecture", "")).startswith("cifar_resnet"):
+        stated = "victim"  # convert-victim wrote no method before victims had specs
+    if stated is None and method is not None:
+        article = "an" if method[0] in "aeioux" else "a"
+        raise ValueError(f"{loaded.path} is not {article} {method.upper()} weight file: its metadata names neither its "
+                         "networks nor its method.")
     if stated not in _LEGACY:
         raise ValueError(f"{loaded.path} names no networks in its metadata and no method whose old layout is known "
                          f"({sorted(_LEGACY)}).")
