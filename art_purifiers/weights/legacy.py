@@ -52,7 +52,8 @@ def legacy_specs(loaded: Weights, method: str | None) -> dict[str, dict]:
     :raises ValueError: The file names no known method, or its metadata lacks a key its method's layout needs.
     """
     stated = loaded.metadata.get("method") or (registry()[loaded.name]["method"] if loaded.name else None)
-    if stated is None and method == "victim" and str(loaded.metadata.get("architecture", "")).startswith("cifar_resnet"):
+    old_victim = str(loaded.metadata.get("architecture", "")).startswith("cifar_resnet")
+    if stated is None and method == "victim" and old_victim:
         stated = "victim"  # convert-victim wrote no method before victims had specs
     if stated is None and method is not None:
         article = "an" if method[0] in "aeioux" else "a"
