@@ -8,7 +8,7 @@ import torch
 
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.checks import check_integer, check_number
-from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
+from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks, token_order
 from art_purifiers.weights import load_networks
 
 
@@ -52,8 +52,9 @@ class DIRPreprocessor(PurifierPreprocessor):
         self._check_params()
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        views = complementary_masks(len(x), self.denoiser.tokens, self.masks, self.ratio, generator)
-        return self.denoiser(x, views)
+        order = token_order(len(x), self.denoiser.tokens, generator)
+        views = complementary_masks(len(x), self.denoiser.tokens, self.masks, self.ratio, order=order)
+        return self.denoiser(x, views, order)
 
     def _check_params(self) -> None:
         super()._check_params()
