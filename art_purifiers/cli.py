@@ -1,4 +1,4 @@
-"""Command line: ``art-purifiers evaluate | train | merge | convert-victim | plot``."""
+"""Command line: ``art-purifiers evaluate | train | merge | convert-victim | import-weights | plot``."""
 
 from __future__ import annotations
 
@@ -353,6 +353,64 @@ def run_convert_victim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_parser(sub) -> None:
+    p = sub.add_parser(
+        "import-weights",
+        help="import the authors' published IRAD or DIR checkpoints into a weight file of ours",
+        description="Read the authors' checkpoint files without running code from them (state dicts with "
+        "weights_only=True; a whole pickled module through an allowlist unpickler), map every key to ours (or drop "
+        "it by a stated rule), and write a .safetensors file that IRADPreprocessor(weights=PATH) or "
+        "DIRPreprocessor(weights=PATH) loads and --defence irad:weights=PATH evaluates. Its metadata holds the "
+        "networks, the source files' sha256 and the key map. See docs/official.md.",
+    )
+    methods = p.add_subparsers(dest="method", required=True, metavar="METHOD")
+    irad = methods.add_parser("irad", help="Reconstruction.pt (+ SampleNet.pt) of tsingqguo/irad",
+                              description="IRAD (Cao et al., ICLR 2024): the LIIF reconstruction network and "
+                              "SampleNet, computed as the authors' code computes them.")
+    irad.add_argument("--reconstruction", required=True, metavar="R.pt",
+                      help="Reconstruction.pt: {'model': {'name': 'liif', 'args': ..., 'sd': state dict}}")
+    irad.add_argument("--samplenet", default=None, metavar="S.pt",
+                      help="SampleNet.pt: {'model': state dict} (default: none; the file then holds the "
+                      "reconstruction only, for sampler=none or a naive sampler)")
+    dir_ = methods.add_parser("dir", help="model/pre_model.pt or model/pre_trained.pth of chenyyyykun/DIR",
+                              description="DIR (Zhou et al., ICML 2023): the masked ViT, computed as the authors' "
+                              "code computes it (token-mixing output convolution, second view decoded at the first "
+                              "view's positions).")
+    dir_.add_argument("--checkpoint", required=True, metavar="FILE",
+                      help="a whole pickled module (pre_model.pt) or a DataParallel state dict (pre_trained.pth)")
+    dir_.add_argument("--heads", type=int, default=3, help="attention heads (not stored in the file; default: 3, "
+                      "the authors')")
+    dir_.add_argument("--value-range", default="auto", choices=["auto", "symmetric", "unit"],
+                      help="auto: a whole module was pre-trained on [-1, 1] images (symmetric), a state dict comes "
+                      "from the adversarial stage on [0, 1] images with unscaled output (unit) (default: auto)")
+    for parser in (irad, dir_):
+        parser.add_argument("--output", required=True, metavar="OUT.safetensors", help="the weight file to write")
+
+
+def run_import_weights(args: argparse.Namespace) -> int:
+    import json
+
+    from art_purifiers.checks import check_integer
+
+    if not str(args.output).endswith(".safetensors"):
+        raise ValueError(f"--output {args.output}: the file name must end in .safetensors.")
+    _writable("--output", args.output, may_create=True)
+    sources = [args.reconstruction, args.samplenet] if args.method == "irad" else [args.checkpoint]
+    for source in filter(None, sources):
+        if not Path(source).is_file():
+            raise ValueError(f"{source}: no such file.")
+    from art_purifiers.weights.importing import import_dir, import_irad
+
+    command = "art-purifiers " + " ".join(sys.argv[1:])
+    if args.method == "irad":
+        report = import_irad(args.reconstruction, args.output, args.samplenet, command=command)
+    else:
+        heads = check_integer("--heads", args.heads, minimum=1)
+        report = import_dir(args.checkpoint, args.output, heads, args.value_range, command=command)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _plot_parser(sub) -> None:
     p = sub.add_parser(
         "plot",
@@ -414,11 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     convert = sub.add_parser("convert-victim", help="convert a reference CIFAR ResNet .th checkpoint to safetensors")
     convert.add_argument("source")
     convert.add_argument("destination")
+    _import_parser(sub)
     _plot_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", args.command != "train") else logging.INFO)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim,
-                "plot": run_plot}
+                "plot": run_plot, "import-weights": run_import_weights}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # user errors; anything else is a bug and keeps its traceback
