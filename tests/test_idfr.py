@@ -123,7 +123,7 @@ def test_training_runs_resumes_and_exports(tmp_path):
     assert set(report["restorer_validation"][-1][1]) == {"clean", "bim8"}
     path = tmp_path / "idfr.safetensors"
     export_weights(denoiser, restorer, longer, path, "TinyCNN", {"command": "test"})
-    assert read_metadata(path)["embedding"] == 64
+    assert read_metadata(path)["networks"]["restorer"]["args"]["dimension"] == 64
     assert IDFRDefence(path).deploy(target).classifier().predict(x[:2]).shape == (2, 10)
     with pytest.raises(ValueError, match="leaves no training image"):
         train_idfr(dataclasses.replace(config, validation_images=40), x, y, target, tmp_path / "other")

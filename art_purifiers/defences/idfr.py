@@ -62,8 +62,8 @@ class IDFRPreprocessor(PurifierPreprocessor):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if hasattr(self, "config") and self.channels != self.config["channels"]:
-            raise ValueError(f"The denoiser takes {self.config['channels']} channels, not channels={self.channels}.")
+        if hasattr(self, "denoiser") and self.channels != self.denoiser.channels:
+            raise ValueError(f"The denoiser takes {self.denoiser.channels} channels, not channels={self.channels}.")
 
 
 class IDFRDefence(DefenceChain):

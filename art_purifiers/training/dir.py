@@ -41,7 +41,7 @@ from art_purifiers.training.loops import (
     pgd_linf,
 )
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
-from art_purifiers.weights import save_safetensors
+from art_purifiers.weights import save_networks
 
 
 @dataclass(frozen=True)
@@ -287,10 +287,10 @@ def export_weights(denoiser: MaskedViTDenoiser, config: DIRTrainingConfig, path:
     """Write a DIR weight file (safetensors; architecture, masks, target and provenance in its metadata); return
     its sha256."""
     adversarial = config.stage2_iterations > 0  # without stage 2 the file is the MSE-trained denoiser alone
-    metadata = {"method": "dir", **config.architecture(denoiser.image_size, denoiser.channels), "masks": config.masks,
-                "ratio": config.ratio, "stage2_iterations": config.stage2_iterations,
-                "alpha": config.alpha if adversarial else None, "target": target, "provenance": provenance or {}}
-    return save_safetensors({f"denoiser.{k}": v for k, v in denoiser.state_dict().items()}, path, metadata=metadata)
+    metadata = {"method": "dir", "masks": config.masks, "ratio": config.ratio,
+                "stage2_iterations": config.stage2_iterations, "alpha": config.alpha if adversarial else None,
+                "target": target, "provenance": provenance or {}}
+    return save_networks({"denoiser": denoiser}, path, metadata=metadata)
 
 
 def run(config: DIRTrainingConfig, job: TrainingJob) -> dict:

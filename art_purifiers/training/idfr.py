@@ -42,7 +42,7 @@ from art_purifiers.training.loops import (
     pgd_linf,
 )
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
-from art_purifiers.weights import save_safetensors
+from art_purifiers.weights import save_networks
 
 #: Attacks of Algorithm 1 (C&W L-inf: PGD without random start on the C&W margin, inside the budget).
 ATTACKS = ("fgsm", "bim", "cw")
@@ -350,13 +350,9 @@ def export_weights(denoiser: InputDenoiser, restorer: FeatureRestorer | None, co
                    path: str | Path, target: str, provenance: dict | None = None) -> str:
     """Write an IDFR weight file (safetensors; architecture, target and provenance in its metadata); return its
     sha256."""
-    state = {f"denoiser.{k}": v for k, v in denoiser.state_dict().items()}
-    if restorer is not None:
-        state.update({f"restorer.{k}": v for k, v in restorer.state_dict().items()})
-    metadata = {"method": "idfr", "channels": denoiser.channels, "denoiser_widths": list(denoiser.widths),
-                "embedding": None if restorer is None else restorer.dimension, "restorer_skips": config.restorer_skips,
-                "pairing": config.pairing, "target": target, "provenance": provenance or {}}
-    return save_safetensors(state, path, metadata=metadata)
+    networks = {"denoiser": denoiser, **({"restorer": restorer} if restorer is not None else {})}
+    metadata = {"method": "idfr", "pairing": config.pairing, "target": target, "provenance": provenance or {}}
+    return save_networks(networks, path, metadata=metadata)
 
 
 def run(config: IDFRTrainingConfig, job: TrainingJob) -> dict:

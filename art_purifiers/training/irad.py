@@ -39,7 +39,7 @@ from art_purifiers.training.loops import (
     pairs_cache_path,
 )
 from art_purifiers.training.registry import Trainer, TrainingJob, provenance
-from art_purifiers.weights import save_safetensors
+from art_purifiers.weights import save_networks
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class IRADTrainingConfig:
             check_integer("images", self.images, minimum=1)
 
     def architecture(self) -> dict:
-        """What :func:`~art_purifiers.defences.irad.load_irad_networks` needs to rebuild the networks."""
+        """The networks' sizes (the weight file records the networks' own specs)."""
         return {"method": "irad", "blocks": self.blocks, "features": self.features, "hidden": list(self.hidden),
                 "samplenet_hidden": list(self.samplenet_hidden), "max_shift": self.max_shift}
 
@@ -227,10 +227,8 @@ def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representa
 def export_weights(representation: ImplicitRepresentation, samplenet: SampleNet | None, config: IRADTrainingConfig,
                    path: str | Path, provenance: dict | None = None) -> str:
     """Write an IRAD weight file (safetensors; architecture and provenance in its metadata); return its sha256."""
-    state = {f"representation.{k}": v for k, v in representation.state_dict().items()}
-    if samplenet is not None:
-        state.update({f"samplenet.{k}": v for k, v in samplenet.state_dict().items()})
-    return save_safetensors(state, path, metadata={**config.architecture(), "provenance": provenance or {}})
+    networks = {"representation": representation, **({"samplenet": samplenet} if samplenet is not None else {})}
+    return save_networks(networks, path, metadata={"method": "irad", "provenance": provenance or {}})
 
 
 def run(config: IRADTrainingConfig, job: TrainingJob) -> dict:
