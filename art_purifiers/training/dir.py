@@ -32,7 +32,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Distributed, Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -165,7 +165,8 @@ def _representation_loss(config: DIRTrainingConfig, restorer: Restorer, target: 
     return F.kl_div(F.log_softmax(target(perturbed), dim=1), F.softmax(logits, dim=1), reduction="sum") / len(logits)
 
 
-def _optimisation(config: DIRTrainingConfig, denoiser: nn.Module, stage: int) -> Optimisation:
+def _optimisation(config: DIRTrainingConfig, denoiser: nn.Module, stage: int,
+                  distributed: Distributed | None = None) -> Optimisation:
     parameters = list(denoiser.parameters())
     if stage == 1:
         lr = config.stage1_lr * config.stage1_batch / 256  # the MAE recipe's scaling with the batch
@@ -176,7 +177,9 @@ def _optimisation(config: DIRTrainingConfig, denoiser: nn.Module, stage: int) ->
         optimizer = torch.optim.SGD(parameters, lr=config.stage2_lr, momentum=0.9, weight_decay=2e-4)
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.stage2_lr, weight_decay=0.05)
-    return Optimisation(parameters, optimizer, None, config.clip_norm)
+    # Stage 2 calls the denoiser several times per step (PGD, the restoration, L_rep, the clean term), so it is not
+    # wrapped in DDP; the optimiser averages the gradients over the ranks instead.
+    return Optimisation(parameters, optimizer, None, config.clip_norm, distributed=distributed)
 
 
 def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTDenoiser, x: torch.Tensor,
@@ -203,7 +206,7 @@ def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTD
 def _stage2(config: DIRTrainingConfig, context: RunContext, restorer: Restorer, target: nn.Module, x: torch.Tensor,
             y: torch.Tensor, report: dict, validate) -> None:
     """``L_adv + alpha * L_rep (+ clean_weight * L_clean)`` on PGD examples crafted through denoiser and target."""
-    optimisation = _optimisation(config, restorer.denoiser, 2)
+    optimisation = _optimisation(config, restorer.denoiser, 2, context.distributed)
     defended = nn.Sequential(restorer, target)
     rank, world = context.distributed.rank, context.distributed.world
 

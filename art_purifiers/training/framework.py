@@ -174,16 +174,29 @@ class Optimisation:
     :param clip_norm: Maximum global gradient norm, or ``None``.
     :param mixed_precision: Autocast the forward pass to bfloat16 on CUDA.
     :param ema: An :class:`EMA` updated after each step, or ``None``.
+    :param distributed: Average the gradients over its ranks after each backward pass. For a model that is not
+        wrapped in DDP because one step calls it several times (DDP would sync after the first backward only);
+        ``None``, or one rank: nothing to average.
     """
 
     def __init__(self, parameters: Iterable[torch.Tensor], optimizer: torch.optim.Optimizer,
                  schedule: Schedule | None = None, clip_norm: float | None = None, mixed_precision: bool = False,
-                 ema: EMA | None = None) -> None:
+                 ema: EMA | None = None, distributed: Distributed | None = None) -> None:
         self.parameters = [p for p in parameters if p.requires_grad]
         self.optimizer, self.schedule, self.ema = optimizer, schedule, ema
+        self.distributed = distributed
         self.clip_norm = None if clip_norm is None else check_number("clip_norm", clip_norm, 0, open_minimum=True)
         self.mixed_precision = mixed_precision
         self.base_rates = [group["lr"] for group in optimizer.param_groups]
+
+    def _average_gradients(self) -> None:
+        if self.distributed is None or self.distributed.world == 1:
+            return
+        for parameter in self.parameters:
+            if parameter.grad is None:  # unused this step on this rank; the others must agree on zeros
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
+            parameter.grad /= self.distributed.world
 
     def autocast(self, device: torch.device):
         """The forward pass's precision context."""
@@ -201,6 +214,7 @@ class Optimisation:
             group["lr"] = base * factor
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._average_gradients()
         if self.clip_norm is not None:
             nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         self.optimizer.step()
