@@ -4,8 +4,8 @@ A LIIF state dict (IRAD's ``Reconstruction.pt``) holds an ``encoder_spec`` ``{"n
 the authors' registry (``edsr-baseline``, ``edsr``, ``rdn``, ``rcan``) and the encoder's tensors under ``encoder.``.
 Three functions turn them into one of our networks, without running or unpickling the authors' code here:
 
-* :func:`encoder_spec` gives our spec ``{"name", "args"}`` (build it with :func:`art_purifiers.nn.registry.
-  create_network`);
+* :func:`encoder_spec` gives our spec ``{"name", "args"}``, which
+  :func:`~art_purifiers.nn.registry.create_network` builds;
 * :func:`encoder_key_rules` gives the ordered regex rename rules and the patterns of the tensors that are dropped
   (their forward never uses them: the mean shifts);
 * :func:`map_keys` applies them and refuses any key that is neither renamed nor dropped.
