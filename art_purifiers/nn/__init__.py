@@ -6,6 +6,8 @@ from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
+from art_purifiers.nn.rcan import RCANEncoder
+from art_purifiers.nn.rdn import RDNEncoder
 from art_purifiers.nn.resampling import pixel_grid, shift_resample
 from art_purifiers.nn.samplenet import SampleNet
 
@@ -19,6 +21,8 @@ __all__ = [
     "ImplicitRepresentation",
     "LocalImplicitDecoder",
     "MaskedViTDenoiser",
+    "RCANEncoder",
+    "RDNEncoder",
     "SampleNet",
     "complementary_masks",
     "pixel_centres",
