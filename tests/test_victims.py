@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from art_purifiers.cli import main
+from art_purifiers.deploy import EmbeddingDefence
 from art_purifiers.models import CifarResNet18, WideResNet, load_victim, split_victim
 from art_purifiers.models.wide_resnet import published_key
+from art_purifiers.nn.idfr import FeatureRestorer
 from art_purifiers.training.victim import convert_reference_checkpoint
 from art_purifiers.weights import load_networks, load_weights, read_metadata, save_networks, sha256_of
 
@@ -256,6 +258,10 @@ def test_split_of_the_new_victims(tmp_path, architecture):
         torch.testing.assert_close(head(encoder(x)), victim(x), atol=0, rtol=0)
         with pytest.raises(ValueError, match="32x32"):
             victim(torch.rand(1, 3, 40, 40))
+        # IDFR's feature restorer sits between the encoder and the head of either victim.
+        restorer = FeatureRestorer(dimension)
+        deployed = EmbeddingDefence(restorer).deploy(victim).model
+        torch.testing.assert_close(deployed(x), victim.get_classifier()(restorer(embedding)), atol=0, rtol=0)
 
 
 def test_save_networks_without_prefix(tmp_path):
