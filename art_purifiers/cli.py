@@ -33,8 +33,9 @@ def _evaluate_parser(sub) -> None:
                    "(default: resampling; main job: irad and resampling)")
     p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
     p.add_argument("--victim", default="resnet20",
-                   help="'resnet20', 'resnet32' or 'resnet20-at' (bundled), a CIFAR ResNet checkpoint path, or "
-                   "timm:NAME with --victim-checkpoint")
+                   help="'resnet20', 'resnet32' or 'resnet20-at' (bundled), a victim .safetensors file (see "
+                   "convert-victim), a published checkpoint of a CIFAR ResNet, DIR's ResNet-18 or RobustBench's "
+                   "WideResNet (.th/.pt/.pth), or timm:NAME with --victim-checkpoint")
     p.add_argument("--victim-checkpoint", default=None, help="weights of a timm victim")
     p.add_argument("--source", default=None,
                    help="classifier the transfer threat model crafts on (same forms as --victim, e.g. resnet32)")
@@ -469,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     merge.add_argument("--over-seeds", action="store_true",
                        help="one row per random defence deployed with several seeds (dir:seed=0, dir:seed=1, ...): "
                             "mean SA and RA, min..max in the note")
-    convert = sub.add_parser("convert-victim", help="convert a reference CIFAR ResNet .th checkpoint to safetensors")
+    convert = sub.add_parser("convert-victim", help="convert a published victim checkpoint (CIFAR ResNet, DIR's "
+                             "ResNet-18, RobustBench's WideResNet) to a victim .safetensors file")
     convert.add_argument("source")
     convert.add_argument("destination")
     _import_parser(sub)

@@ -170,18 +170,23 @@ def save_networks(networks: dict[str, nn.Module], path: str | Path, metadata: di
     """Save registered networks in one safetensors file, each network's tensors under ``KEY.`` and its spec under
     ``metadata["networks"][KEY]``; return the file's sha256.
 
-    :param networks: ``{key: network}``; every network must be registered (it carries ``network_spec``).
+    :param networks: ``{key: network}``; every network must be registered (it carries ``network_spec``). The key
+        ``""`` stores the one network of a file without a prefix (as victim files hold their classifier); it cannot
+        be combined with other keys.
     :param metadata: The rest of the metadata: ``method`` (required), provenance, ...
     """
     if "method" not in metadata:
         raise ValueError("A weight file's metadata must name its method.")
+    if "" in networks and len(networks) > 1:
+        raise ValueError(f"The key '' (tensors without a prefix) holds a file's only network, not one of "
+                         f"{sorted(networks)}.")
     specs, state = {}, {}
     for key, network in networks.items():
         spec = getattr(network, "network_spec", None)
         if spec is None:
             raise ValueError(f"Network {key!r} ({type(network).__name__}) is not a registered network.")
         specs[key] = spec
-        state.update({f"{key}.{name}": value for name, value in network.state_dict().items()})
+        state.update({f"{key}.{name}" if key else name: value for name, value in network.state_dict().items()})
     return save_safetensors(state, path, metadata={**metadata, "format": FORMAT, "networks": specs})
 
 
