@@ -21,44 +21,51 @@ from torch import nn
 from art_purifiers.nn.registry import create_network
 from art_purifiers.weights import load_into, save_networks, sha256_of
 from art_purifiers.weights.checkpoints import read_checkpoint, read_state_dict
-from art_purifiers.weights.official import encoder_key_rules, encoder_spec, map_keys
+from art_purifiers.weights.official import Rule, encoder_key_rules, encoder_spec, map_keys
 
-#: A rename rule: ``(regex, replacement)`` applied with :func:`re.sub` to a key that matches it.
-Rule = tuple[str, str]
-
-#: The authors' DIR ViT (``pretrain_model.DIR_ViT``) -> :class:`~art_purifiers.nn.masked_vit.MaskedViTDenoiser`.
+#: The authors' DIR ViT (``pretrain_model.DIR_ViT``) -> :class:`~art_purifiers.nn.masked_vit.MaskedViTDenoiser`
+#: (:func:`~art_purifiers.weights.official.map_keys` rules: whole-key patterns, the first match applies).
 DIR_RULES: tuple[Rule, ...] = (
-    (r"^encoder\.patchify\.", "patchify."),
-    (r"^encoder\.cls_token$", "cls_token"),
-    (r"^encoder\.pos_embedding$", "encoder_position"),
-    (r"^encoder\.transformer\.", "encoder."),
-    (r"^encoder\.layer_norm\.", "encoder_norm."),
-    (r"^decoder\.mask_token$", "mask_token"),
-    (r"^decoder\.pos_embedding$", "decoder_position"),
-    (r"^decoder\.transformer\.", "decoder."),
-    (r"^conv1\.", "head."),
+    (r"encoder\.patchify\.(.+)", r"patchify.\1"),
+    (r"encoder\.cls_token", "cls_token"),
+    (r"encoder\.pos_embedding", "encoder_position"),
+    (r"encoder\.transformer\.(.+)", r"encoder.\1"),
+    (r"encoder\.layer_norm\.(.+)", r"encoder_norm.\1"),
+    (r"decoder\.mask_token", "mask_token"),
+    (r"decoder\.pos_embedding", "decoder_position"),
+    (r"decoder\.transformer\.(.+)", r"decoder.\1"),
+    (r"conv1\.(weight|bias)", r"head.\1"),
 )
 #: Keys of the authors' DIR state dict that their forward pass never reads: a top-level patch embedding (the encoder
 #: has its own) and the decoder's linear head (replaced by ``conv1`` in their last version).
-DIR_DROPPED: tuple[str, ...] = (r"^patchify\.", r"^decoder\.head\.")
+DIR_DROPPED: tuple[str, ...] = (r"patchify\.(weight|bias)", r"decoder\.head\.(weight|bias)")
 #: Their position embeddings are stored ``(tokens, 1, width)``, ours ``(1, tokens, width)``.
 DIR_TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "encoder_position": lambda tensor: tensor.permute(1, 0, 2),
     "decoder_position": lambda tensor: tensor.permute(1, 0, 2),
 }
-#: The LIIF decoder's MLP: ``imnet.layers.N`` -> ``decoder.mlp.N`` (the same in Reconstruction.pt and SampleNet.pt).
-MLP_RULES: tuple[Rule, ...] = ((r"^imnet\.layers\.", "decoder.mlp."),)
+#: The LIIF decoder's MLP (``imnet.``, the same in Reconstruction.pt and SampleNet.pt) -> ours (``decoder.``).
+MLP_RULES: tuple[Rule, ...] = ((r"layers\.(\d+)\.(weight|bias)", r"mlp.\1.\2"),)
 #: Value ranges of the authors' two DIR stages (docs/official.md): pre-training maps images to ``[-1, 1]`` and saves
 #: the whole module; the adversarial stage feeds ``[0, 1]`` images, passes the output on unscaled and saves state dicts.
 DIR_VALUE_RANGES = {"whole module": "symmetric", "state dict": "unit"}
 
 
-def _prefixed(prefix: str, rules: Sequence[Rule], dropped: Sequence[str]) -> tuple[list[Rule], list[str]]:
-    """Rules and drop patterns of a part (its keys as they are) for its keys under ``prefix.`` in a larger state
-    dict."""
-    escaped = re.escape(prefix) + r"\."
-    moved = [(escaped + pattern.removeprefix("^"), f"{prefix}.{replacement}") for pattern, replacement in rules]
-    return moved, [escaped + pattern.removeprefix("^") for pattern in dropped]
+def _map_parts(state: Mapping[str, torch.Tensor], source: Path,
+               parts: Sequence[tuple[str, Sequence[Rule], Sequence[str], str]]) -> tuple[dict, list[str]]:
+    """Map a state dict made of parts: each ``(their prefix, rules, drop patterns, our prefix)`` renames the keys
+    under its prefix; a key under no part's prefix is an error naming it."""
+    mapped, dropped, claimed = {}, [], set()
+    for prefix, rules, patterns, ours in parts:
+        keys = {key: value for key, value in state.items() if key.startswith(prefix)}
+        claimed.update(keys)
+        part, part_dropped = map_keys(keys, rules, patterns, prefix=prefix)
+        mapped.update({ours + key: value for key, value in part.items()})
+        dropped += part_dropped
+    stray = [key for key in state if key not in claimed]
+    if stray:
+        raise ValueError(f"{source}: no rule maps and no drop pattern covers {len(stray)} key(s): {stray}.")
+    return mapped, dropped
 
 
 def _filled(network: nn.Module, state: Mapping[str, torch.Tensor], source: Path, part: str) -> nn.Module:
@@ -68,11 +75,11 @@ def _filled(network: nn.Module, state: Mapping[str, torch.Tensor], source: Path,
     return load_into(network, {key: tensor.float() for key, tensor in state.items()}, f"{source} ({part})").eval()
 
 
-def _provenance(sources: Mapping[str, Path], rules: Mapping[str, Sequence[Rule]], dropped: Mapping[str, list[str]],
-                command: str, **details) -> dict:
+def _provenance(sources: Mapping[str, Path], rules: object, dropped: Mapping[str, list[str]], command: str,
+                **details) -> dict:
+    """What the metadata records of an import: the source files (name, sha256), the key map, the dropped keys."""
     return {"sources": {part: {"file": path.name, "sha256": sha256_of(path)} for part, path in sources.items()},
-            "key_rules": {part: [list(rule) for rule in part_rules] for part, part_rules in rules.items()},
-            "dropped_keys": dict(dropped), "command": command, **details}
+            "key_rules": rules, "dropped_keys": dict(dropped), "command": command, **details}
 
 
 def _layer_count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
@@ -123,18 +130,20 @@ def import_dir(checkpoint: str | Path, output: str | Path, heads: int = 3, value
         raise ValueError(f"value_range must be auto, symmetric or unit, got {value_range!r}.")
     chosen = DIR_VALUE_RANGES[kind] if value_range == "auto" else value_range
     spec = dir_spec(state, source, heads, chosen)
-    mapped, dropped = map_keys(state, DIR_RULES, DIR_DROPPED)
+    mapped, dropped = _map_parts(state, source, [("", DIR_RULES, DIR_DROPPED, "")])
     mapped = {key: DIR_TRANSFORMS.get(key, lambda tensor: tensor)(tensor) for key, tensor in mapped.items()}
     network = _filled(create_network(spec), mapped, source, "denoiser")
-    provenance = _provenance({"checkpoint": source}, {"checkpoint": DIR_RULES}, {"checkpoint": dropped}, command,
-                             kind=kind, value_range=f"{chosen} ({'chosen' if value_range != 'auto' else kind})")
+    rules = [list(rule) for rule in DIR_RULES]
+    how = "chosen" if value_range != "auto" else kind
+    provenance = _provenance({"checkpoint": source}, rules, {"checkpoint": dropped}, command, kind=kind,
+                             value_range=f"{chosen} ({how})")
     metadata = {"method": "dir", "masks": 2, "ratio": 0.5, "target": "the authors' jointly trained CIFAR ResNet-18",
                 "import": provenance}
     sha256 = save_networks({"denoiser": network}, output, metadata)
     return {"output": str(output), "sha256": sha256, "spec": spec, "mapped": len(mapped), "dropped": dropped}
 
 
-def _liif_parts(raw: object, source: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def _liif_checkpoint(raw: object, source: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """``(LIIF args, state dict)`` of a ``Reconstruction.pt``: ``{"model": {"name": "liif", "args", "sd"}}``."""
     model = raw.get("model") if isinstance(raw, dict) else None
     if not isinstance(model, dict) or model.get("name") != "liif" or not isinstance(model.get("sd"), Mapping):
@@ -156,9 +165,10 @@ def _mlp_hidden(state: Mapping[str, torch.Tensor], source: Path) -> list[int]:
     return [int(weight.shape[0]) for weight in weights[:-1]]
 
 
-def _encoder_rules(authors_encoder: Mapping) -> tuple[list[Rule], list[str]]:
-    rules, dropped = encoder_key_rules(authors_encoder.get("name"))
-    return _prefixed("encoder", rules, dropped)
+def _liif_parts(encoder_name: str) -> list[tuple[str, Sequence[Rule], Sequence[str], str]]:
+    """The parts of a LIIF state dict (``Reconstruction.pt``'s and ``SampleNet.pt``'s alike)."""
+    rules, dropped = encoder_key_rules(encoder_name)
+    return [("encoder.", rules, dropped, "encoder."), ("imnet.", MLP_RULES, (), "decoder.")]
 
 
 def import_irad(reconstruction: str | Path, output: str | Path, samplenet: str | Path | None = None,
@@ -177,37 +187,42 @@ def import_irad(reconstruction: str | Path, output: str | Path, samplenet: str |
     :return: A report: the output's sha256, the specs, the mapped and dropped keys.
     """
     reconstruction = Path(reconstruction)
-    args, state = _liif_parts(read_checkpoint(reconstruction), reconstruction)
+    args, state = _liif_checkpoint(read_checkpoint(reconstruction), reconstruction)
     encoder = encoder_spec(args.get("encoder_spec") or {})
     representation_spec = {"name": "implicit_representation", "args": {
         "hidden": _mlp_hidden(state, reconstruction), "encoder": encoder,
         "unfold": bool(args.get("feat_unfold", True)), "local_ensemble": bool(args.get("local_ensemble", True)),
         "cell_decode": bool(args.get("cell_decode", True))}}
-    rules, dropped_patterns = _encoder_rules(args["encoder_spec"])
-    rules += list(MLP_RULES)
-    mapped, dropped = map_keys(state, rules, dropped_patterns)
+    parts = _liif_parts(args["encoder_spec"]["name"])
+    rules = {prefix: [list(rule) for rule in part_rules] for prefix, part_rules, _, _ in parts}
+    mapped, dropped = _map_parts(state, reconstruction, parts)
     networks = {"representation": _filled(create_network(representation_spec), mapped, reconstruction,
                                           "representation")}
-    sources, all_rules, all_dropped = {"reconstruction": reconstruction}, {"reconstruction": rules}, {
-        "reconstruction": dropped}
+    sources, all_dropped = {"reconstruction": reconstruction}, {"reconstruction": dropped}
     if samplenet is not None:
         samplenet = Path(samplenet)
-        raw = read_checkpoint(samplenet)
-        sample_state = raw.get("model") if isinstance(raw, dict) else None
-        if not isinstance(sample_state, Mapping):
-            raise ValueError(f"{samplenet} is not an IRAD SampleNet.pt: expected {{'model': state dict}}.")
-        sample_state = {key.removeprefix("module."): value for key, value in sample_state.items()}
-        spec = {"name": "samplenet", "args": {"hidden": _mlp_hidden(sample_state, samplenet), "encoder": encoder,
-                                              "units": "normalised"}}
-        mapped, dropped = map_keys(sample_state, rules, dropped_patterns)
-        networks["samplenet"] = _filled(create_network(spec), mapped, samplenet, "samplenet")
-        sources["samplenet"], all_rules["samplenet"], all_dropped["samplenet"] = samplenet, rules, dropped
+        networks["samplenet"], all_dropped["samplenet"] = _samplenet(samplenet, encoder, parts)
+        sources["samplenet"] = samplenet
     metadata = {"method": "irad", "victim": "RobustBench's Standard WideResNet-28-10 (the paper's CIFAR-10 tables)",
-                "import": _provenance(sources, all_rules, all_dropped, command, liif_args=_jsonable(args))}
+                "import": _provenance(sources, rules, all_dropped, command, liif_args=_jsonable(args))}
     sha256 = save_networks(networks, output, metadata)
     return {"output": str(output), "sha256": sha256,
             "specs": {key: network.network_spec for key, network in networks.items()},
             "dropped": all_dropped}
+
+
+def _samplenet(source: Path, encoder: dict, parts: list) -> tuple[nn.Module, list[str]]:
+    """The authors' SampleNet (``{"model": state dict}``: its own copy of the encoder and an MLP with 2 outputs) as
+    our SampleNet with its own encoder on the raw image and shifts in normalised units; and the dropped keys."""
+    raw = read_checkpoint(source)
+    state = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{source} is not an IRAD SampleNet.pt: expected {{'model': state dict}}.")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    spec = {"name": "samplenet", "args": {"hidden": _mlp_hidden(state, source), "encoder": encoder,
+                                          "units": "normalised"}}
+    mapped, dropped = _map_parts(state, source, parts)
+    return _filled(create_network(spec), mapped, source, "samplenet"), dropped
 
 
 def _jsonable(value: object) -> object:

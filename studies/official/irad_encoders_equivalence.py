@@ -6,7 +6,7 @@ builds each encoder with ``no_upsampling=True`` and their randomly initialised w
 :mod:`art_purifiers.weights.official`, loads it strictly into the network that :func:`encoder_spec` names, and compares
 the features of CIFAR-10 test images (the bundled sample) and uniform-noise images, 32x32. Run as::
 
-    mkdir -p /tmp/authors/irad && git -C /work/.mirror/tsingqguo+irad/repo archive HEAD | tar -x -C /tmp/authors/irad
+    mkdir -p /tmp/authors/irad && git -C IRAD_CLONE archive HEAD models utils.py | tar -x -C /tmp/authors/irad
     python studies/official/irad_encoders_equivalence.py --irad-code /tmp/authors/irad
 
 It writes ``docs/results/official/irad_encoders_equivalence.json`` and fails (exit 1) if a difference exceeds
