@@ -25,6 +25,8 @@ from art_purifiers.base import MAX_SEED, PurifierPreprocessor
 from art_purifiers.cli import main
 from art_purifiers.data.cifar10 import _read_batch, load_cifar10_uint8
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.dir import DIRPreprocessor
+from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.models import load_victim
 from art_purifiers.nn.dip import SkipNetConfig, dip_trace
 from art_purifiers.training.dir import PRESETS as DIR_PRESETS
@@ -431,3 +433,13 @@ def test_irad_weights_full_of_nan_are_refused(tmp_path):
     save_safetensors(tensors, path, read_metadata(tiny_irad_weights()))
     with pytest.raises(ValueError, match="NaN or infinite"):
         IRADPreprocessor(path)
+
+
+@pytest.mark.parametrize("weights", [None, 3, ""], ids=["none", "int", "empty"])
+@pytest.mark.parametrize("cls", [IRADPreprocessor, IDFRPreprocessor, DIRPreprocessor, IDFRDefence])
+def test_weights_of_the_wrong_type_name_the_parameter(cls, weights):
+    with pytest.raises(ValueError, match=r"^weights must be a registered name \(e\.g\. 'cifar10'\) or the path of a "
+                                         r"\.safetensors file, got "):
+        cls(weights=weights)
+    with pytest.raises(ValueError, match="^weights must be a registered name"):
+        IRADPreprocessor(tiny_irad_weights(), device_type="cpu").set_params(weights=weights)

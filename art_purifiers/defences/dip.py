@@ -121,9 +121,12 @@ class DIPPreprocessor(_DIPDefence):
     :param grid: Grid steps of the on-boundary search.
     :param keep: On-boundary images kept (the last ones).
     :param step: Size of the move away from the input.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
+        default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["snapshots", "warmup", "ssim_threshold", "grid", "keep", "step"]
+    objects = ["classifier"]
 
     def __init__(self, classifier, network: str | SkipNetConfig = "small", iterations: int = 1500,
                  snapshots: int = 200, lr: float = 0.01, noise_scale: float = 0.1, input_jitter: float = 0.0333,
@@ -281,9 +284,14 @@ class DIPDefendPreprocessor(_DIPDefence):
     | Paper link: https://doi.org/10.1145/3394171.3413898
 
     :param network: Preset name or :class:`~art_purifiers.nn.dip.SkipNetConfig` (default: DIPDefend's).
+    :param iterations: DIP optimisation steps per image (all of them run; ``>= 2``).
+    :param lr: Adam learning rate (``> 0``).
+    :param noise_scale: The noise input is ``U(0, noise_scale)`` (``> 0``).
     :param input_jitter: Standard deviation of the per-iteration perturbation of the noise input (0, as in the
         reference, whose ``reg_noise_std`` is negative and so disabled).
-    :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``).
+    :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``), in ``(0, 1]``.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
+        default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["smoothing"]

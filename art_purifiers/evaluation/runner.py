@@ -135,7 +135,7 @@ def attacked(defence: Defence) -> Defence:
     """The defence as the attacker runs it. A random defence's ``seed`` fixes the *deployment's* draws (what the
     judge sees); the attacker does not know them and draws its own, fresh at every call. So the examples crafted
     against one random defence serve all its deployment seeds, which differ only in the judge's draws."""
-    return defence.configured(seed=None) if defence.randomized else defence
+    return defence.configured(seed=None) if defence.randomized and "seed" in defence.params else defence
 
 
 def eot_gradient(defence: Defence) -> str:
