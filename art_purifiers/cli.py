@@ -202,13 +202,21 @@ def _emit(table, args) -> None:
     reading = table.reading() if args.format in ("text", "markdown") else None
     print(text if reading is None else f"{text}\n{reading}")
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        _write_file("--output", args.output, text)
     if args.json:
-        Path(args.json).write_text(table.to_json(), encoding="utf-8")
+        _write_file("--json", args.json, table.to_json())
     if args.plot:
         from art_purifiers.evaluation.plots import plot_accuracy_vs_eps
 
         plot_accuracy_vs_eps(table, args.plot)
+
+
+def _write_file(option: str, path: str, text: str) -> None:
+    """Write ``text`` to ``path``; a failure (disk full, ``/dev/full``, permissions) is one line naming the file."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"{option} {path}: could not write the file ({error.strerror or error}).") from None
 
 
 def _load_images(args: argparse.Namespace):
@@ -340,7 +348,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from art_purifiers.evaluation import ResultTable
 
-    tables = [ResultTable.from_json(Path(path).read_text(encoding="utf-8")) for path in args.tables]
+    tables = [ResultTable.read(path) for path in args.tables]
     merged = ResultTable.merge(tables)
     _emit(merged.over_seeds() if args.over_seeds else merged, args)
     return 0

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from art_purifiers.evaluation.names import FORMATS
 
@@ -70,9 +71,43 @@ class ResultTable:
 
     @classmethod
     def from_json(cls, text: str) -> ResultTable:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`.
+
+        :raises ValueError: ``text`` is not JSON, or not a table's (a ``rows`` list of rows with the fields of
+            :class:`ResultRow`, an optional ``meta`` object).
+        """
         data = json.loads(text)
-        return cls([ResultRow(**row) for row in data["rows"]], data.get("meta", {}))
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ValueError("no 'rows' list at the top level")
+        if not isinstance(data.get("meta", {}), dict):
+            raise ValueError("'meta' is not an object")
+        rows = []
+        for index, row in enumerate(data["rows"]):
+            try:
+                rows.append(ResultRow(**row))
+            except TypeError as error:  # not a mapping, or missing or unexpected fields
+                raise ValueError(f"row {index} is not a result row ({error})") from None
+        return cls(rows, data.get("meta", {}))
+
+    @classmethod
+    def read(cls, path) -> ResultTable:
+        """The table in the JSON file ``path`` (written by ``evaluate --json`` or ``merge --json``).
+
+        :raises ValueError: One line naming the file: missing, unreadable, not JSON (truncated) or not a table.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file.") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not readable: {error}.") from None
+        try:
+            return cls.from_json(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): not valid JSON, "
+                             f"{error} (truncated?).") from None
+        except ValueError as error:
+            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): {error}.") from None
 
     @classmethod
     def merge(cls, tables: list[ResultTable]) -> ResultTable:
