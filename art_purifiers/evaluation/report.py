@@ -26,6 +26,44 @@ def _without_seed(spec: str) -> str:
     return name + (":" + ",".join(kept) if kept else "")
 
 
+def _readable(key: str, value) -> str:
+    """A setting of the table's footer as plain text: no Python dictionaries or lists; budgets as fractions of 255;
+    fingerprints shortened (the JSON keeps them whole)."""
+    if key == "defences" and isinstance(value, dict):
+        return ", ".join(f"{name} {str(fingerprint)[:12]}" for name, fingerprint in value.items())
+    if key == "images" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}..{value[1]}"
+    if key == "shard" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}/{value[1]}"
+    if key == "attacks" and isinstance(value, list):
+        return "; ".join(_attack_text(attack) for attack in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_readable(k, v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(key, v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _attack_text(attack) -> str:
+    """``pgd L-inf eps=8/255 steps=20 step=2/255`` from an attack's settings."""
+    if not isinstance(attack, dict):
+        return str(attack)
+    parts = [str(attack.get("name", "?"))]
+    if "norm" in attack:
+        parts.append("L-inf" if str(attack["norm"]) == "inf" else f"L{attack['norm']}")
+    for name, value in attack.items():
+        if name in ("name", "norm") or value in (None, {}, ""):
+            continue
+        label = {"step_size": "step"}.get(name, name)
+        if isinstance(value, float) and name in ("eps", "step_size"):
+            scaled = value * 255
+            value = f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{value:.6g}"
+        parts.append(f"{label}={_readable(name, value)}")
+    return " ".join(parts)
+
+
 @dataclass
 class ResultRow:
     """One measured figure: standard accuracy (SA) and robust accuracy (RA) in percent, with the counts they
@@ -210,7 +248,7 @@ class ResultTable:
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
         lines += [fmt.format(*row) for row in body]
-        lines += [f"{k}: {v}" for k, v in self.meta.items()]
+        lines += [f"{k}: {_readable(k, v)}" for k, v in self.meta.items()]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:

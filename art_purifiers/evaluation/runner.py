@@ -278,8 +278,12 @@ def evaluate(
     jobs = [(threat, spec, name) for threat in THREATS if threat in threats and threat != "clean"
             for spec in (budgets if threat == "decision" else specs)
             for name in ([None] if threat in ("oblivious", "transfer") else list(defences))]
-    for threat, spec, name in tqdm(jobs, desc="threat models", disable=not verbose or not jobs):
-        table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
+    # Counted in attacked images, so the bar gives images per second and the time left over the whole run.
+    with tqdm(total=len(jobs) * len(x), desc="attacked images", unit="img", disable=not verbose or not jobs) as bar:
+        for threat, spec, name in jobs:
+            bar.set_postfix_str(f"{threat} {spec.label()}" + ("" if name is None else f" on {name}"))
+            table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
+            bar.update(len(x))
     return table
 
 
