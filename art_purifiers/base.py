@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 from torch import nn
 
 from art_purifiers.checks import check_integer, check_number
@@ -92,6 +92,21 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         self.channels_first = channels_first
         self.seed = seed
         self._networks: dict[str, nn.Module] = {}
+
+    @classmethod
+    def __subclasshook__(cls, subclass):
+        """Called by ``isinstance(x, Preprocessor)`` (through ART's abstract base classes) when ``x`` is none: where
+        ART checks its ``preprocessing_defences``. A defence that changes the model cannot be one; say how to deploy
+        it instead of ART's generic error."""
+        if cls is PurifierPreprocessor and Defence in subclass.__mro__ and Preprocessor not in subclass.__mro__:
+            name = subclass.__name__
+            raise TypeError(
+                f"{name} changes the model (it is not an input preprocessor), so it cannot be one of ART's "
+                f"preprocessing_defences. Deploy it onto the victim instead: classifier = {name}(...)"
+                ".deploy(victim).classifier(), or PyTorchClassifier(deployment.model, ..., "
+                "preprocessing_defences=deployment.preprocessors) with deployment = defence.deploy(victim)."
+            )
+        return NotImplemented
 
     # ----------------------------------------------------------------------------------------------
     # What a subclass implements

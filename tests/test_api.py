@@ -4,8 +4,10 @@ part of its fingerprint; a misspelt key raises; every parameter is documented.""
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +162,29 @@ def test_classifier_object_repr():
     defence = tiny_dip(device_type="cpu").configured(classifier=classifier)
     assert "classifier=<ART PyTorchClassifier of <TinyCNN, " in repr(defence)
     assert np.isfinite(float(defence.lr))
+
+
+DEFENCE_PAGES = sorted((Path(__file__).resolve().parents[1] / "docs" / "defences").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DEFENCE_PAGES, ids=lambda p: p.stem)
+def test_every_defence_page_has_a_python_example(page):
+    """Each page shows the defence in Python; the example parses and its imports exist."""
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    assert blocks, f"{page.name} has no Python example"
+    for block in blocks:
+        tree = ast.parse(block)
+        imports = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+        exec(compile(ast.Module(imports, type_ignores=[]), page.name, "exec"), {})  # noqa: S102
+
+
+def test_project_urls_and_the_readme_link_agree():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = Path(__file__).resolve().parents[1]
+    urls = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert {"Documentation", "Source", "Issues"} <= set(urls)
+    home = urls["Source"]
+    assert all(url.startswith(home) for url in urls.values())
+    first_lines = "\n".join((root / "README.md").read_text(encoding="utf-8").splitlines()[:5])
+    assert urls["Documentation"] in first_lines and home in first_lines

@@ -105,7 +105,7 @@ BAD_PARAMETERS = [
     (dip, {"ssim_threshold": 1.5}, "ssim_threshold must lie in"),
     (dip, {"network": "huge"}, "network must be one of"),
     (dip, {"network": ["small"]}, "network must be one of"),
-    (dip, {"classifier": None}, "classifier must be a torch nn.Module .* got NoneType"),
+    (dip, {"classifier": None}, "needs the victim .* classifier must be a torch nn.Module .* got NoneType"),
     (dip, {"classifier": "resnet20"}, "classifier must be a torch nn.Module .* got str"),
     (dipdefend, {"input_jitter": INF}, "input_jitter must be finite"),
     (dipdefend, {"lr": NAN}, "lr must be finite"),
@@ -572,3 +572,34 @@ def test_bad_result_table_is_one_line_naming_the_file(capsys, tmp_path, command,
 def test_output_to_a_full_disk_is_one_line(capsys, tmp_path, option):
     error = _cli_error(capsys, ["merge", str(_result_json(tmp_path)), option, "/dev/full"])
     assert f"{option} /dev/full: could not write the file (No space left on device)" in error
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where users go wrong with the API
+# --------------------------------------------------------------------------------------------------------------
+def test_dip_without_a_classifier_says_what_to_pass():
+    with pytest.raises(ValueError, match=r"^DIPPreprocessor needs the victim whose decisions guide it: "
+                                         r"DIPPreprocessor\(classifier=victim\)\. classifier must be"):
+        DIPPreprocessor()
+
+
+def test_model_changing_defence_in_preprocessing_defences_says_to_deploy():
+    from conftest import TinyCNN, make_classifier
+    from defences_under_contract import tiny_idfr_weights
+
+    from art_purifiers.deploy import DefenceChain, EmbeddingDefence, EOTClassifier
+
+    message = (r"^IDFRDefence changes the model \(it is not an input preprocessor\), so it cannot be one of ART's "
+               r"preprocessing_defences\. Deploy it onto the victim instead: classifier = IDFRDefence\(\.\.\.\)"
+               r"\.deploy\(victim\)\.classifier\(\)")
+    defence = IDFRDefence(tiny_idfr_weights(), device_type="cpu")
+    for defences in ([defence], defence, [ResamplingPreprocessor(device_type="cpu"), defence]):
+        with pytest.raises(TypeError, match=message):
+            make_classifier(TinyCNN(), defences)
+    with pytest.raises(TypeError, match="EmbeddingDefence changes the model"):
+        make_classifier(TinyCNN(), [EmbeddingDefence(torch.nn.Identity())])
+    with pytest.raises(TypeError, match="DefenceChain changes the model"):
+        EOTClassifier(TinyCNN(), DefenceChain([EmbeddingDefence(torch.nn.Identity())]))
+    # The way that works, and purifiers still pass ART's check.
+    assert defence.deploy(TinyCNN()).classifier().predict(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+    assert make_classifier(TinyCNN(), [IDFRPreprocessor(tiny_idfr_weights(), device_type="cpu")]) is not None
