@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import os
 import secrets
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from art.defences.preprocessor.preprocessor import PreprocessorPyTorch
+from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 from torch import nn
 
 from art_purifiers.checks import check_integer, check_number
 from art_purifiers.deploy import GRADIENT_MODES, Defence, Deployment
 
-__all__ = ["GRADIENT_MODES", "MAX_SEED", "PurifierPreprocessor"]
+__all__ = ["GRADIENT_MODES", "MAX_SEED", "PurifierPreprocessor", "checked_weights"]
 
 #: Largest accepted ``seed``: ``torch.Generator.manual_seed`` takes a 64-bit integer.
 MAX_SEED = 2**63 - 1
@@ -91,6 +92,21 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         self.channels_first = channels_first
         self.seed = seed
         self._networks: dict[str, nn.Module] = {}
+
+    @classmethod
+    def __subclasshook__(cls, subclass):
+        """Called by ``isinstance(x, Preprocessor)`` (through ART's abstract base classes) when ``x`` is none: where
+        ART checks its ``preprocessing_defences``. A defence that changes the model cannot be one; say how to deploy
+        it instead of ART's generic error."""
+        if cls is PurifierPreprocessor and Defence in subclass.__mro__ and Preprocessor not in subclass.__mro__:
+            name = subclass.__name__
+            raise TypeError(
+                f"{name} changes the model (it is not an input preprocessor), so it cannot be one of ART's "
+                f"preprocessing_defences. Deploy it onto the victim instead: classifier = {name}(...)"
+                ".deploy(victim).classifier(), or PyTorchClassifier(deployment.model, ..., "
+                "preprocessing_defences=deployment.preprocessors) with deployment = defence.deploy(victim)."
+            )
+        return NotImplemented
 
     # ----------------------------------------------------------------------------------------------
     # What a subclass implements
@@ -161,8 +177,37 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     def _deploy(self, victim: nn.Module) -> Deployment:
         return Deployment(victim, [self])
 
+    def set_params(self, **kwargs) -> None:
+        """Change parameters in place and check the new values; a new ``weights`` reloads the networks.
+
+        :raises ValueError: A name the defence does not have (the message lists the valid ones), or a bad value.
+        """
+        self._checked_keys(kwargs)
+        self._set(kwargs)
+
     def _set(self, params: dict) -> None:
-        self.set_params(**params)  # ART's set_params checks the new values
+        changed = {key for key, value in params.items() if not _same(getattr(self, key, None), value)}
+        for key, value in params.items():
+            setattr(self, key, value)
+        if "weights" in changed:
+            self.weights = checked_weights(self.weights)
+        self._rebuild(changed)
+        self._check_params()
+
+    def _rebuild(self, changed: set[str]) -> None:
+        """Rebuild what depends on the ``changed`` parameters (set, not yet checked): the networks when ``weights``
+        changed. Subclasses holding other derived state extend it."""
+        if "weights" in changed:
+            self._load_networks()
+
+    def _load_networks(self) -> None:
+        """Load the networks named by ``self.weights`` (defences with weights override it)."""
+
+    def _drop_networks(self) -> None:
+        """Forget every registered network (before loading others)."""
+        for name in self._networks:
+            delattr(self, name)
+        self._networks = {}
 
     def _check_params(self) -> None:
         self._check_defence()
@@ -249,6 +294,22 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
             )
         return purified
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.params)
-        return f"{type(self).__name__}({args})"
+    __repr__ = Defence.__repr__  # ART's Preprocessor comes first in the method order
+
+
+def _same(old, new) -> bool:
+    try:
+        return bool(old is new or old == new)
+    except Exception:  # noqa: BLE001 (arrays and modules do not compare to one truth value)
+        return False
+
+
+def checked_weights(weights) -> str:
+    """``weights`` as a string: a registered name or a path (``str`` or ``os.PathLike``); anything else is refused
+    here, with the parameter named, rather than deep in the loader."""
+    if isinstance(weights, os.PathLike):
+        weights = os.fspath(weights)
+    if not isinstance(weights, str) or not weights:
+        raise ValueError(f"weights must be a registered name (e.g. 'cifar10') or the path of a .safetensors file, "
+                         f"got {weights!r}.")
+    return weights

@@ -1,4 +1,4 @@
-"""Command line: ``art-purifiers evaluate | train | merge | convert-victim | import-weights | plot``."""
+"""Command line: art-purifiers evaluate | defences | train | merge | convert-victim | import-weights | plot."""
 
 from __future__ import annotations
 
@@ -17,11 +17,24 @@ MAIN_JOB = {"defence": ["irad", "resampling"], "threat": ["clean", "oblivious", 
 DEFAULTS = {"defence": ["resampling"], "threat": ["clean", "oblivious"], "attack": ["autoattack"], "steps": 100}
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows every option's default (unless its text already states one, or it is a switch or unset)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._HelpAction)
+                or not action.option_strings):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})"
+
+
 def _evaluate_parser(sub) -> None:
     from art_purifiers.evaluation.names import ATTACKS, FORMATS, THREATS
 
     p = sub.add_parser(
-        "evaluate",
+        "evaluate", formatter_class=HelpFormatter,
         help="evaluate defences under threat models and print one table",
         description="Evaluate defences on CIFAR-10 test images. Without a defence, threat model or attack: the main "
         "job, the shipped IRAD beside bilinear resampling (d=1.5) under clean, oblivious and adaptive "
@@ -29,7 +42,8 @@ def _evaluate_parser(sub) -> None:
         "minutes on 2 CPU cores. Under torchrun, samples are split across ranks and rank 0 prints the merged table.",
     )
     p.add_argument("--defence", action="append", metavar="SPEC",
-                   help="defence spec NAME[:key=value,...] or art:CLASS[:key=value,...], repeatable "
+                   help="defence spec NAME[:key=value,...] or art:CLASS[:key=value,...], repeatable; NAME is one of "
+                   "resampling, irad, dip, dipdefend, idfr, dir ('art-purifiers defences' lists their parameters) "
                    "(default: resampling; main job: irad and resampling)")
     p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
     p.add_argument("--victim", default="resnet20",
@@ -52,24 +66,47 @@ def _evaluate_parser(sub) -> None:
                    help="threat models (default: clean oblivious; main job: clean oblivious adaptive)")
     p.add_argument("--attack", nargs="+", default=None, choices=ATTACKS,
                    help="attacks, one row each (default: autoattack; main job: pgd)")
-    p.add_argument("--norm", default="inf", choices=["inf", "2"])
-    p.add_argument("--eps", nargs="+", default=["8/255"], help="budgets, e.g. 2/255 4/255 8/255 (one row each)")
+    p.add_argument("--norm", default="inf", choices=["inf", "2"], help="norm of the perturbation budget (L-inf or L2)")
+    p.add_argument("--eps", nargs="+", default=["8/255"],
+                   help="budgets on the [0, 1] pixel scale, e.g. 2/255 4/255 8/255 (one row each); under L-inf a "
+                   "value above 1 without '/' is refused (8 is almost surely 8/255)")
     p.add_argument("--steps", "--iterations", dest="steps", type=int, default=None,
                    help="iterations of iterative attacks (default: 100; main job: 20)")
     p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4; main job: 2/255)")
     p.add_argument("--no-random-start", action="store_true", help="PGD and C&W start at the clean image")
     p.add_argument("--eot-draws", type=int, default=8, help="draws averaged by the eot threat model")
     p.add_argument("--queries", type=int, default=1000, help="HopSkipJump queries per image (decision)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="seed of numpy and torch before every attack")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch of the attacks and predictions")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="adversarial-example cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
-    p.add_argument("--format", default="text", choices=FORMATS)
+    p.add_argument("--format", default="text", choices=FORMATS, help="table format printed and written to --output")
     p.add_argument("--output", default=None, help="also write the table to this file")
     p.add_argument("--json", default=None, help="also write the table as JSON (input of merge)")
     p.add_argument("--plot", default=None, help="write accuracy against eps to this image (needs matplotlib)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no informational log lines")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the informational logs of ART and other libraries (hidden by default)")
+
+
+def _budget(name: str, text: str, norm: str) -> float:
+    """A budget or step (``8/255`` or ``0.03``); under L-inf, a value above 1 written without ``/`` is refused: the
+    images are in [0, 1], so ``8`` is almost surely ``8/255``."""
+    value = _fraction(name, text)
+    if norm == "inf" and value > 1 and "/" not in text:
+        raise ValueError(f"{name} {text}: budgets are on the [0, 1] pixel scale, so an L-inf budget above 1 changes "
+                         f"nothing; did you mean {text.strip()}/255?")
+    return value
+
+
+def _check_plotting(option: str, path: str | None) -> None:
+    """Refuse ``option`` before any work when matplotlib, which draws the figure, is not installed."""
+    import importlib.util
+
+    if path is not None and importlib.util.find_spec("matplotlib") is None:
+        raise ValueError(f"{option} needs matplotlib, which is not installed: pip install matplotlib "
+                         "(or pip install 'art-purifiers[plots]').")
 
 
 def _fraction(name: str, text: str) -> float:
@@ -138,8 +175,8 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
     from art_purifiers.checks import check_integer
 
     _apply_main_job(args)
-    args.eps_values = [_fraction("--eps", text) for text in args.eps]
-    args.step_size_value = None if args.step_size is None else _fraction("--step-size", args.step_size)
+    args.eps_values = [_budget("--eps", text, args.norm) for text in args.eps]
+    args.step_size_value = None if args.step_size is None else _budget("--step-size", args.step_size, args.norm)
     for option, minimum in (("n", 1), ("steps", 1), ("eot_draws", 1), ("queries", 1), ("batch_size", 1),
                             ("seed", 0)):
         if getattr(args, option) is not None:
@@ -149,6 +186,7 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
         _writable(f"--{option}", getattr(args, option))
     if args.plot and Path(args.plot).suffix.lower() not in (".png", ".pdf", ".svg"):
         raise ValueError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg.")
+    _check_plotting("--plot", args.plot)
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise ValueError(f"--data-root {args.data_root} is not a folder.")
     if args.victim_checkpoint and not str(args.victim).startswith("timm:"):
@@ -203,13 +241,21 @@ def _emit(table, args) -> None:
     reading = table.reading() if args.format in ("text", "markdown") else None
     print(text if reading is None else f"{text}\n{reading}")
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        _write_file("--output", args.output, text)
     if args.json:
-        Path(args.json).write_text(table.to_json(), encoding="utf-8")
+        _write_file("--json", args.json, table.to_json())
     if args.plot:
         from art_purifiers.evaluation.plots import plot_accuracy_vs_eps
 
         plot_accuracy_vs_eps(table, args.plot)
+
+
+def _write_file(option: str, path: str, text: str) -> None:
+    """Write ``text`` to ``path``; a failure (disk full, ``/dev/full``, permissions) is one line naming the file."""
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ValueError(f"{option} {path}: could not write the file ({error.strerror or error}).") from None
 
 
 def _load_images(args: argparse.Namespace):
@@ -292,8 +338,9 @@ def _train_parser(sub, full: bool) -> None:
     for trainer in TRAINERS.values():
         presets = ", ".join(trainer.presets)
         p = methods.add_parser(trainer.method, help=f"{trainer.summary} (presets: {presets})",
-                               description=f"{trainer.summary}. Presets: {presets}.")
-        p.add_argument("--preset", default=trainer.default_preset, choices=list(trainer.presets))
+                               description=f"{trainer.summary}. Presets: {presets}.", formatter_class=HelpFormatter)
+        p.add_argument("--preset", default=trainer.default_preset, choices=list(trainer.presets),
+                       help="the settings to start from")
         p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                        help="change a setting of the preset (repeatable), e.g. --set stage1_iterations=100")
         p.add_argument("--data-root", default=None,
@@ -341,7 +388,10 @@ def run_train(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     from art_purifiers.evaluation import ResultTable
 
-    tables = [ResultTable.from_json(Path(path).read_text(encoding="utf-8")) for path in args.tables]
+    for option in ("output", "json", "plot"):
+        _writable(f"--{option}", getattr(args, option))
+    _check_plotting("--plot", args.plot)
+    tables = [ResultTable.read(path) for path in args.tables]
     merged = ResultTable.merge(tables)
     _emit(merged.over_seeds() if args.over_seeds else merged, args)
     return 0
@@ -440,7 +490,8 @@ def run_plot(args: argparse.Namespace) -> int:
 
     output = check_figure_path(args.output)
     _writable("--output", args.output)
-    eps = None if args.eps is None else 255 * _fraction("--eps", args.eps)
+    _check_plotting("plot", args.output)
+    eps = None if args.eps is None else 255 * _budget("--eps", args.eps, "inf")
     table = read_result_tables(args.tables)
     if args.kind == "both":
         targets = {kind: output.with_name(f"{output.stem}_{kind}{output.suffix}") for kind in ("summary", "eps")}
@@ -453,33 +504,57 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Warnings from everyone; this package's informational lines unless --quiet (always for train); the INFO lines
+    of ART and other libraries only with --verbose."""
+    verbose = getattr(args, "verbose", False) or args.command == "train"
+    logging.basicConfig()
+    logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
+    quiet = getattr(args, "quiet", args.command != "train")
+    logging.getLogger("art_purifiers").setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def run_defences(args: argparse.Namespace) -> int:
+    from art_purifiers.catalogue import catalogue
+
+    print(catalogue(), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from art_purifiers import __version__
     from art_purifiers.evaluation.names import FORMATS
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = argparse.ArgumentParser(prog="art-purifiers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="art-purifiers", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _evaluate_parser(sub)
+    sub.add_parser("defences", help="list every defence with its parameters, defaults and ranges",
+                   description="List every defence that --defence accepts, with its parameters, their defaults and "
+                   "what each means (read from the classes themselves).")
     _train_parser(sub, full=argv[:1] == ["train"])
-    merge = sub.add_parser("merge", help="merge the JSON tables of evaluate --shard runs into one table")
+    merge = sub.add_parser("merge", help="merge the JSON tables of evaluate --shard runs into one table",
+                           formatter_class=HelpFormatter)
     merge.add_argument("tables", nargs="+", help="JSON files written by evaluate --json")
-    merge.add_argument("--format", default="text", choices=FORMATS)
-    merge.add_argument("--output", default=None)
-    merge.add_argument("--json", default=None)
-    merge.add_argument("--plot", default=None)
+    merge.add_argument("--format", default="text", choices=FORMATS, help="table format printed and written to --output")
+    merge.add_argument("--output", default=None, help="also write the merged table to this file")
+    merge.add_argument("--json", default=None, help="also write the merged table as JSON")
+    merge.add_argument("--plot", default=None, help="write accuracy against eps to this image (needs matplotlib)")
     merge.add_argument("--over-seeds", action="store_true",
                        help="one row per random defence deployed with several seeds (dir:seed=0, dir:seed=1, ...): "
                             "mean SA and RA, min..max in the note")
     convert = sub.add_parser("convert-victim", help="convert a published victim checkpoint (CIFAR ResNet, DIR's "
                              "ResNet-18, RobustBench's WideResNet) to a victim .safetensors file")
-    convert.add_argument("source")
-    convert.add_argument("destination")
+    convert.add_argument("source", help="the published checkpoint (.th, .pt or .pth; read with weights_only=True)")
+    convert.add_argument("destination", help="the .safetensors file to write")
     _import_parser(sub)
     _plot_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", args.command != "train") else logging.INFO)
+    _configure_logging(args)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim,
-                "plot": run_plot, "import-weights": run_import_weights}
+                "plot": run_plot, "defences": run_defences, "import-weights": run_import_weights}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # user errors; anything else is a bug and keeps its traceback

@@ -45,6 +45,9 @@ class Defence(abc.ABC):
 
     #: Names of the attributes that define the defence (reported in tables and hashed into its fingerprint).
     params: list[str] = ["gradient"]
+    #: Constructor arguments that are objects, such as networks (DIP's ``classifier``, an explicit ``encoder``):
+    #: settable like :attr:`params` and shown in ``repr`` by type; the fingerprint holds their weights.
+    objects: list[str] = []
     #: Whether autograd through the defence gives a meaningful gradient (else only ``gradient="bpda"``).
     differentiable: bool = True
     #: Whether the defence draws random numbers (it then needs EOT to be attacked properly).
@@ -66,17 +69,44 @@ class Defence(abc.ABC):
         deployment = self._deploy(victim)
         return deployment if eot is None else deployment.with_eot(eot)
 
+    def settable(self) -> list[str]:
+        """Names accepted by :meth:`set_params` and :meth:`configured`: :attr:`params` and :attr:`objects`."""
+        return [*self.params, *self.objects]
+
+    def _checked_keys(self, params: dict) -> None:
+        """Refuse names the defence does not have (a misspelt key must not be a silent no-op)."""
+        unknown = sorted(set(params) - set(self.settable()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter(s) {unknown}; its parameters: "
+                             f"{sorted(self.settable())}.")
+
+    def set_params(self, **params) -> None:
+        """Change parameters in place (networks are reloaded when ``weights`` changes); the new values are checked.
+
+        :raises ValueError: A name the defence does not have (the message lists the valid ones), or a bad value.
+        """
+        self._checked_keys(params)
+        self._set(params)
+
     def configured(self, **params) -> Defence:
-        """A copy with the given parameters changed (e.g. ``gradient="bpda"``, ``seed=None``); parameters the
-        defence does not have are ignored, so one call serves every kind of defence."""
+        """A copy with the given parameters changed (e.g. ``gradient="bpda"``, ``seed=None``, ``weights=PATH``).
+
+        :raises ValueError: A name the defence does not have (the message lists the valid ones), or a bad value.
+        """
+        self._checked_keys(params)
         defence = copy.deepcopy(self)
-        defence._set({key: value for key, value in params.items() if key in defence.params})
+        defence._set(params)
         return defence
 
     def _set(self, params: dict) -> None:
         for key, value in params.items():
             setattr(self, key, value)
         self._check_defence()
+
+    def __repr__(self) -> str:
+        settings = [f"{name}={getattr(self, name)!r}" for name in self.params]
+        settings += [f"{name}={_short(getattr(self, name, None))}" for name in self.objects]
+        return f"{type(self).__name__}({', '.join(settings)})"
 
     def _check_defence(self) -> None:
         check_choice("gradient", self.gradient, GRADIENT_MODES)
@@ -100,21 +130,37 @@ class Defence(abc.ABC):
 
     def fingerprint(self) -> str:
         """Hex sha256 of the class, the defining settings and every weight the defence holds: two defences with
-        the same fingerprint give the same outputs (given the same random draws)."""
+        the same fingerprint give the same outputs (given the same random draws). ``weights`` enters through what
+        it loads (every tensor, and the file's architecture metadata), so one file under two paths hashes alike."""
         digest = hashlib.sha256()
-        settings = {name: value for name, value in self.describe().items() if name != "device_type"}
+        settings = {name: value for name, value in self.describe().items() if name not in ("device_type", "weights")}
+        if isinstance(getattr(self, "config", None), dict):
+            settings["weights_metadata"] = {key: value for key, value in self.config.items() if key != "provenance"}
         digest.update(f"{type(self).__module__}.{type(self).__qualname__}|".encode())
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
         digest.update(tensors_digest(self.weight_tensors()).encode())
         return digest.hexdigest()
 
 
-@dataclass
+def _short(value) -> str:
+    """An object in a ``repr``: its type (and parameter count) for a network, else its own ``repr``."""
+    if isinstance(value, PyTorchClassifier):
+        return f"<ART {type(value).__name__} of {_short(value.model)}>"
+    if isinstance(value, nn.Module):
+        count = sum(p.numel() for p in value.parameters())
+        return f"<{type(value).__name__}, {count:,} parameters>"
+    return repr(value)
+
+
+@dataclass(repr=False)
 class Deployment:
     """A victim with a defence in place: ART is given ``model`` and ``preprocessors``."""
 
     model: nn.Module
     preprocessors: list[PreprocessorPyTorch] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"Deployment(model={_short(self.model)}, preprocessors={self.preprocessors!r})"
 
     def classifier(self, nb_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32),
                    clip_values: tuple[float, float] = (0.0, 1.0), device: str = "cpu") -> PyTorchClassifier:
@@ -218,13 +264,21 @@ class DefenceChain(Defence):
         modes = {defence.gradient for defence in self.defences}
         return modes.pop() if len(modes) == 1 else "mixed"
 
-    def configured(self, **params) -> DefenceChain:
-        chain = copy.copy(self)  # keeps a subclass and its own attributes; the members are copied below
-        chain.defences = [defence.configured(**params) for defence in self.defences]
-        return chain
+    def _set(self, params: dict) -> None:
+        """Each member gets the parameters it has (``seed`` goes to the random ones only)."""
+        for defence in self.defences:
+            defence._set({key: value for key, value in params.items() if key in defence.settable()})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.defences!r})"
 
     def describe(self) -> dict:
         return {"chain": [{"defence": type(d).__name__, **d.describe()} for d in self.defences]}
+
+    def fingerprint(self) -> str:
+        """Hex sha256 of the class and of each member's fingerprint, in order."""
+        parts = [f"{type(self).__module__}.{type(self).__qualname__}", *(d.fingerprint() for d in self.defences)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def weight_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         for index, defence in enumerate(self.defences):
@@ -253,6 +307,7 @@ class EmbeddingDefence(Defence):
     """
 
     params = ["gradient"]
+    objects = ["module", "encoder", "head"]
 
     def __init__(self, module: nn.Module, gradient: str = "exact", encoder: nn.Module | None = None,
                  head: nn.Module | None = None) -> None:
@@ -260,6 +315,10 @@ class EmbeddingDefence(Defence):
         self.encoder, self.head = encoder, head
         self.gradient = gradient
         self._check_defence()
+
+    def _set(self, params: dict) -> None:
+        super()._set(params)
+        self.module = self.module.eval().requires_grad_(False)
 
     def _deploy(self, victim: nn.Module) -> Deployment:
         encoder, head = split_victim(victim, self.encoder, self.head)

@@ -25,6 +25,8 @@ from art_purifiers.base import MAX_SEED, PurifierPreprocessor
 from art_purifiers.cli import main
 from art_purifiers.data.cifar10 import _read_batch, load_cifar10_uint8
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
+from art_purifiers.defences.dir import DIRPreprocessor
+from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
 from art_purifiers.models import load_victim
 from art_purifiers.nn.dip import SkipNetConfig, dip_trace
 from art_purifiers.training.dir import PRESETS as DIR_PRESETS
@@ -103,7 +105,7 @@ BAD_PARAMETERS = [
     (dip, {"ssim_threshold": 1.5}, "ssim_threshold must lie in"),
     (dip, {"network": "huge"}, "network must be one of"),
     (dip, {"network": ["small"]}, "network must be one of"),
-    (dip, {"classifier": None}, "classifier must be a torch nn.Module .* got NoneType"),
+    (dip, {"classifier": None}, "needs the victim .* classifier must be a torch nn.Module .* got NoneType"),
     (dip, {"classifier": "resnet20"}, "classifier must be a torch nn.Module .* got str"),
     (dipdefend, {"input_jitter": INF}, "input_jitter must be finite"),
     (dipdefend, {"lr": NAN}, "lr must be finite"),
@@ -431,3 +433,173 @@ def test_irad_weights_full_of_nan_are_refused(tmp_path):
     save_safetensors(tensors, path, read_metadata(tiny_irad_weights()))
     with pytest.raises(ValueError, match="NaN or infinite"):
         IRADPreprocessor(path)
+
+
+@pytest.mark.parametrize("weights", [None, 3, ""], ids=["none", "int", "empty"])
+@pytest.mark.parametrize("cls", [IRADPreprocessor, IDFRPreprocessor, DIRPreprocessor, IDFRDefence])
+def test_weights_of_the_wrong_type_name_the_parameter(cls, weights):
+    with pytest.raises(ValueError, match=r"^weights must be a registered name \(e\.g\. 'cifar10'\) or the path of a "
+                                         r"\.safetensors file, got "):
+        cls(weights=weights)
+    with pytest.raises(ValueError, match="^weights must be a registered name"):
+        IRADPreprocessor(tiny_irad_weights(), device_type="cpu").set_params(weights=weights)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Files read back: adversarial-example cache entries, progress files, result tables, output files
+# --------------------------------------------------------------------------------------------------------------
+def _cached_run(tmp_path, caplog=None):
+    from conftest import TinyCNN
+
+    from art_purifiers.evaluation import AttackSpec, evaluate
+
+    torch.manual_seed(0)
+    victim = TinyCNN().eval()
+    rng = np.random.default_rng(0)
+    x = np.kron(rng.uniform(0, 1, size=(4, 3, 8, 8)).astype(np.float32), np.ones((1, 1, 4, 4), np.float32))
+    with torch.no_grad():
+        y = victim(torch.from_numpy(x)).argmax(1).numpy()
+    return x, evaluate(victim, {}, x, y, threats=("oblivious",), attack=AttackSpec("pgd", eps=0.25, steps=5),
+                              cache_dir=tmp_path)
+
+
+def test_tampered_cache_entry_is_detected_and_recomputed(tmp_path, caplog):
+    """The adversarial examples replaced by the clean images (checksum left as written): the robust accuracy would
+    silently equal the clean one; the checksum catches it and the entry is recomputed."""
+    x, first = _cached_run(tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    with np.load(entry) as archive:
+        saved = dict(archive)
+    np.savez_compressed(entry, **{**saved, "x_adv": x})
+    with caplog.at_level("WARNING"):
+        _, again = _cached_run(tmp_path)
+    assert "does not match its checksum" in caplog.text and "recomputing" in caplog.text
+    assert again.rows[0].ra == first.rows[0].ra < again.rows[0].sa
+    with np.load(entry) as archive:
+        assert not np.array_equal(archive["x_adv"], x)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda saved: {k: v for k, v in saved.items() if k not in ("key", "sha256")}, "no key and checksum"),
+    (lambda saved: {**saved, "key": np.str_("another-key")}, "written for the key another-key"),
+    (lambda saved: {**saved, "seconds": np.float64(0.0)}, "does not match its checksum"),
+], ids=["old-format", "other-key", "edited-time"])
+def test_cache_entry_for_another_key_or_without_checksum_is_recomputed(tmp_path, caplog, change, message):
+    _cached_run(tmp_path)
+    (entry,) = tmp_path.glob("*.npz")
+    with np.load(entry) as archive:
+        np.savez_compressed(entry, **change(dict(archive)))
+    with caplog.at_level("WARNING"):
+        _cached_run(tmp_path)
+    assert message in caplog.text and "recomputing" in caplog.text
+
+
+def test_cache_entry_copied_under_another_name_is_rejected(tmp_path, images, caplog):
+    from art_purifiers.evaluation.runner import AdversarialCache
+
+    cache = AdversarialCache(tmp_path)
+    cache.put("first", images, 1.0)
+    (tmp_path / "first.npz").rename(tmp_path / "second.npz")
+    with caplog.at_level("WARNING"):
+        assert cache.get("second", images) is None
+    assert "written for the key first" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated", None], ids=["empty", "garbage", "truncated"])
+def test_unreadable_progress_file_is_one_error_naming_it(tmp_path, content):
+    from art_purifiers.evaluation.progress import load_progress, save_progress
+
+    x = np.zeros((2, 3, 4, 4), np.float32)
+    path = tmp_path / "attack.partial.npz"
+    save_progress(path, x, x)
+    path.write_bytes(path.read_bytes()[:100] if content is None else content)
+    with pytest.raises(ValueError, match=rf"^Progress file {re.escape(str(path))} is not readable \(.*\); delete "
+                                         "it to restart") as error:
+        load_progress(path, x)
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_progress_file_under_the_command_line(capsys, tmp_path, monkeypatch):
+    """A damaged .partial.npz found by AutoAttack's resume: one line naming it, not a BadZipFile traceback."""
+    from art_purifiers.evaluation import autoattack
+
+    def load(path, x):
+        path = tmp_path / "key.partial.npz"
+        path.write_bytes(b"PK\x03\x04")
+        return autoattack.__dict__["_original_load_progress"](path, x)
+
+    monkeypatch.setitem(autoattack.__dict__, "_original_load_progress", autoattack.load_progress)
+    monkeypatch.setattr(autoattack, "load_progress", load)
+    error = _cli_error(capsys, ["evaluate", "--quiet", "--n", "2", "--defence", "resampling", "--threat", "oblivious",
+                                "--attack", "autoattack", "--steps", "1", "--cache-dir", str(tmp_path / "cache")])
+    assert "key.partial.npz is not readable" in error
+
+
+def _result_json(tmp_path) -> Path:
+    from art_purifiers.evaluation import ResultTable
+    from art_purifiers.evaluation.report import ResultRow
+
+    table = ResultTable([ResultRow.from_counts("none", "clean", "-", 9, None, 10, 0.0)], {"victim": "v"})
+    path = tmp_path / "good.json"
+    path.write_text(table.to_json(), encoding="utf-8")
+    return path
+
+
+BAD_TABLES = [
+    ("truncated", lambda text: text[: len(text) // 2], "not valid JSON"),
+    ("empty", lambda text: "", "not valid JSON"),
+    ("no-rows", lambda text: '{"table": []}', "no 'rows' list"),
+    ("list", lambda text: "[1, 2]", "no 'rows' list"),
+    ("row-fields", lambda text: '{"rows": [{"defence": "none"}]}', "row 0 is not a result row"),
+    ("row-not-object", lambda text: '{"rows": [3]}', "row 0 is not a result row"),
+    ("meta", lambda text: '{"rows": [], "meta": 3}', "'meta' is not an object"),
+]
+
+
+@pytest.mark.parametrize("command", ["merge", "plot"])
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in BAD_TABLES], ids=[c[0] for c in BAD_TABLES])
+def test_bad_result_table_is_one_line_naming_the_file(capsys, tmp_path, command, change, message):
+    good = _result_json(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(change(good.read_text(encoding="utf-8")), encoding="utf-8")
+    argv = [command, str(good), str(bad)] + (["--output", str(tmp_path / "f.png")] if command == "plot" else [])
+    error = _cli_error(capsys, argv)
+    assert f"{bad} is not a results JSON" in error and message in error
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("option", ["--output", "--json"])
+def test_output_to_a_full_disk_is_one_line(capsys, tmp_path, option):
+    error = _cli_error(capsys, ["merge", str(_result_json(tmp_path)), option, "/dev/full"])
+    assert f"{option} /dev/full: could not write the file (No space left on device)" in error
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Where users go wrong with the API
+# --------------------------------------------------------------------------------------------------------------
+def test_dip_without_a_classifier_says_what_to_pass():
+    with pytest.raises(ValueError, match=r"^DIPPreprocessor needs the victim whose decisions guide it: "
+                                         r"DIPPreprocessor\(classifier=victim\)\. classifier must be"):
+        DIPPreprocessor()
+
+
+def test_model_changing_defence_in_preprocessing_defences_says_to_deploy():
+    from conftest import TinyCNN, make_classifier
+    from defences_under_contract import tiny_idfr_weights
+
+    from art_purifiers.deploy import DefenceChain, EmbeddingDefence, EOTClassifier
+
+    message = (r"^IDFRDefence changes the model \(it is not an input preprocessor\), so it cannot be one of ART's "
+               r"preprocessing_defences\. Deploy it onto the victim instead: classifier = IDFRDefence\(\.\.\.\)"
+               r"\.deploy\(victim\)\.classifier\(\)")
+    defence = IDFRDefence(tiny_idfr_weights(), device_type="cpu")
+    for defences in ([defence], defence, [ResamplingPreprocessor(device_type="cpu"), defence]):
+        with pytest.raises(TypeError, match=message):
+            make_classifier(TinyCNN(), defences)
+    with pytest.raises(TypeError, match="EmbeddingDefence changes the model"):
+        make_classifier(TinyCNN(), [EmbeddingDefence(torch.nn.Identity())])
+    with pytest.raises(TypeError, match="DefenceChain changes the model"):
+        EOTClassifier(TinyCNN(), DefenceChain([EmbeddingDefence(torch.nn.Identity())]))
+    # The way that works, and purifiers still pass ART's check.
+    assert defence.deploy(TinyCNN()).classifier().predict(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
+    assert make_classifier(TinyCNN(), [IDFRPreprocessor(tiny_idfr_weights(), device_type="cpu")]) is not None

@@ -66,8 +66,22 @@ class ARTPreprocessor(PurifierPreprocessor):
         self.differentiable = issubclass(cls, PreprocessorPyTorch)
         default = "exact" if self.differentiable else "bpda"
         super().__init__(gradient=gradient or default, **kwargs)
-        self.art_defence = self._build(cls, kwargs.get("device_type", "gpu"))
+        self._art_device_type = kwargs.get("device_type", "gpu")
+        self.art_defence = self._build(cls, self._art_device_type)
         self._check_params()
+
+    def _rebuild(self, changed: set[str]) -> None:
+        """A new ``preprocessor``, ``options`` or ``clip_values`` builds ART's object afresh."""
+        super()._rebuild(changed)
+        if changed & {"preprocessor", "options", "clip_values"}:
+            if self.preprocessor not in ART_DEFENCES:
+                raise ValueError(f"ART preprocessor must be one of {sorted(ART_DEFENCES)}, got {self.preprocessor!r}.")
+            cls = getattr(art_preprocessors, self.preprocessor)
+            self.options = dict(self.options or {})
+            self.randomized = ART_DEFENCES[self.preprocessor].randomized
+            self.differentiable = issubclass(cls, PreprocessorPyTorch)
+            self.clip_values = self._checked_clip_values(self.clip_values)
+            self.art_defence = self._build(cls, self._art_device_type)
 
     def _build(self, cls: type[Preprocessor], device_type: str) -> Preprocessor:
         accepted = inspect.signature(cls.__init__).parameters

@@ -65,7 +65,7 @@ class _DIPDefence(PurifierPreprocessor):
         """Purify ``x`` ``(n, C, H, W)`` with image ``i``'s network and noise drawn from ``seeds[i]`` alone.
 
         The result for an image does not depend on the other images of the batch: on CPU with one thread it is
-        bitwise the same (DIPDefend at its defaults, 1000 iterations: 0 between a batch of four and one at a time,
+        bitwise the same (DIPDefend at its defaults but 1000 iterations: 0 between a batch of four and one at a time,
         where a fused Adam and a separate lone-network convolution had given up to 0.19). With several threads or
         on a GPU the matrix library may round a lone network's products differently, and DIP's optimisation
         amplifies such last-bit differences (see ``docs/defences/dip.md``)."""
@@ -107,8 +107,8 @@ class DIPPreprocessor(_DIPDefence):
 
     | Paper link: https://arxiv.org/abs/2108.00180
 
-    :param classifier: The victim whose decisions guide the reconstruction: an ART classifier or a torch module
-        taking ``[0, 1]`` images and returning logits.
+    :param classifier: Required: the victim whose decisions guide the reconstruction, an ART classifier or a torch
+        module taking ``[0, 1]`` images and returning logits (on the command line, the victim).
     :param network: ``"small"``, ``"medium"``, ``"large"`` or a :class:`~art_purifiers.nn.dip.SkipNetConfig`.
     :param iterations: DIP optimisation steps per image.
     :param snapshots: Trace images classified.
@@ -121,11 +121,14 @@ class DIPPreprocessor(_DIPDefence):
     :param grid: Grid steps of the on-boundary search.
     :param keep: On-boundary images kept (the last ones).
     :param step: Size of the move away from the input.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
+        default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["snapshots", "warmup", "ssim_threshold", "grid", "keep", "step"]
+    objects = ["classifier"]
 
-    def __init__(self, classifier, network: str | SkipNetConfig = "small", iterations: int = 1500,
+    def __init__(self, classifier=None, network: str | SkipNetConfig = "small", iterations: int = 1500,
                  snapshots: int = 200, lr: float = 0.01, noise_scale: float = 0.1, input_jitter: float = 0.0333,
                  warmup: int = 700, ssim_threshold: float = 0.7, grid: int = 100, keep: int = 5, step: float = 0.25,
                  **kwargs) -> None:
@@ -222,8 +225,10 @@ class DIPPreprocessor(_DIPDefence):
         super()._check_params()
         # Refused here rather than at the first call, where None fails as an AttributeError deep in a fit.
         if not isinstance(self.classifier, nn.Module) and not callable(getattr(self.classifier, "predict", None)):
+            hint = ("DIPPreprocessor needs the victim whose decisions guide it: DIPPreprocessor(classifier=victim). "
+                    if self.classifier is None else "")
             raise ValueError(
-                "classifier must be a torch nn.Module taking [0, 1] images and returning logits, or an ART "
+                f"{hint}classifier must be a torch nn.Module taking [0, 1] images and returning logits, or an ART "
                 f"classifier (an object with a predict method), got {type(self.classifier).__name__}."
             )
         # Bounds that depend on iterations name it, so the message says which value to change.
@@ -281,9 +286,14 @@ class DIPDefendPreprocessor(_DIPDefence):
     | Paper link: https://doi.org/10.1145/3394171.3413898
 
     :param network: Preset name or :class:`~art_purifiers.nn.dip.SkipNetConfig` (default: DIPDefend's).
+    :param iterations: DIP optimisation steps per image (all of them run; ``>= 2``).
+    :param lr: Adam learning rate (``> 0``).
+    :param noise_scale: The noise input is ``U(0, noise_scale)`` (``> 0``).
     :param input_jitter: Standard deviation of the per-iteration perturbation of the noise input (0, as in the
         reference, whose ``reg_noise_std`` is negative and so disabled).
-    :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``).
+    :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``), in ``(0, 1]``.
+    :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
+        default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["smoothing"]

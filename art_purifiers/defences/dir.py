@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.base import PurifierPreprocessor, checked_weights
 from art_purifiers.checks import check_integer, check_number
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks, token_order
 from art_purifiers.weights import load_networks
@@ -40,16 +40,21 @@ class DIRPreprocessor(PurifierPreprocessor):
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``, ...).
     """
 
-    params = PurifierPreprocessor.params + ["masks", "ratio"]
+    params = PurifierPreprocessor.params + ["weights", "masks", "ratio"]
     randomized = True
 
     def __init__(self, weights: str | Path = "cifar10", masks: int = 2, ratio: float = 0.5, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.weights = str(weights)
+        self.weights = checked_weights(weights)
         self.masks, self.ratio = masks, ratio
-        network, self.config = load_dir_network(weights)
-        self.register_network("denoiser", network)
+        self._load_networks()
         self._check_params()
+
+    def _load_networks(self) -> None:
+        """The masked ViT of ``self.weights``."""
+        network, self.config = load_dir_network(self.weights)
+        self._drop_networks()
+        self.register_network("denoiser", network)
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         order = token_order(len(x), self.denoiser.tokens, generator)

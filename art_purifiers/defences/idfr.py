@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from art_purifiers.base import PurifierPreprocessor
-from art_purifiers.deploy import DefenceChain, EmbeddingDefence
+from art_purifiers.base import PurifierPreprocessor, checked_weights
+from art_purifiers.deploy import Defence, DefenceChain, EmbeddingDefence
 from art_purifiers.nn.idfr import FeatureRestorer, InputDenoiser
 from art_purifiers.weights import load_networks
 
@@ -50,12 +50,19 @@ class IDFRPreprocessor(PurifierPreprocessor):
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor`.
     """
 
+    params = PurifierPreprocessor.params + ["weights"]
+
     def __init__(self, weights: str | Path = "cifar10", **kwargs) -> None:
         super().__init__(**kwargs)
-        self.weights = str(weights)
-        denoiser, self.config = load_denoiser(weights)
-        self.register_network("denoiser", denoiser)
+        self.weights = checked_weights(weights)
+        self._load_networks()
         self._check_params()
+
+    def _load_networks(self) -> None:
+        """The input denoiser of ``self.weights``."""
+        denoiser, self.config = load_denoiser(self.weights)
+        self._drop_networks()
+        self.register_network("denoiser", denoiser)
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return self.denoiser(x)
@@ -84,13 +91,47 @@ class IDFRDefence(DefenceChain):
     :param kwargs: Shared options of the denoiser (``batch_size``, ``device_type``, ...).
     """
 
+    params = [*IDFRPreprocessor.params, "restorer"]
+    objects = ["encoder", "head"]
+
     def __init__(self, weights: str | Path = "cifar10", restorer: bool | str = True, gradient: str = "exact",
                  encoder=None, head=None, **kwargs) -> None:
         self.restorer = _as_bool("restorer", restorer)
-        parts = [IDFRPreprocessor(weights, gradient=gradient, **kwargs)]
+        self.encoder, self.head = encoder, head
+        super().__init__([IDFRPreprocessor(weights, gradient=gradient, **kwargs)])
+        self._load_networks()
+
+    @property
+    def denoiser(self) -> IDFRPreprocessor:
+        """The input denoiser (the first part), which holds the shared settings."""
+        return self.defences[0]
+
+    def __getattr__(self, name: str):
+        # The denoiser's settings (weights, seed, batch_size, ...) read through the whole defence.
+        if name in IDFRPreprocessor.params and "defences" in self.__dict__:
+            return getattr(self.defences[0], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _load_networks(self) -> None:
+        """The feature restorer of ``self.weights`` (the denoiser loads its own), placed after the denoiser."""
+        del self.defences[1:]
         if self.restorer:
-            parts.append(EmbeddingDefence(load_restorer(weights), gradient=gradient, encoder=encoder, head=head))
-        super().__init__(parts)
+            self.defences.append(EmbeddingDefence(load_restorer(self.weights), gradient=self.denoiser.gradient,
+                                                  encoder=self.encoder, head=self.head))
+
+    def _set(self, params: dict) -> None:
+        own = {key: params[key] for key in ("restorer", "encoder", "head") if key in params}
+        if "restorer" in own:
+            own["restorer"] = _as_bool("restorer", own["restorer"])
+        self.__dict__.update(own)
+        self.denoiser._set({key: value for key, value in params.items() if key in IDFRPreprocessor.params})
+        if own or "weights" in params:
+            self._load_networks()
+        elif len(self.defences) > 1 and "gradient" in params:
+            self.defences[1]._set({"gradient": params["gradient"]})
+
+    def __repr__(self) -> str:
+        return Defence.__repr__(self)
 
 
 def _as_bool(name: str, value: bool | str) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.base import PurifierPreprocessor, checked_weights
 from art_purifiers.checks import check_choice, check_number
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.resampling import SAMPLERS as NAIVE_SAMPLERS
@@ -47,24 +47,29 @@ class IRADPreprocessor(PurifierPreprocessor):
 
     :param weights: Registered weights (``"cifar10"``, shipped) or a path to an IRAD ``.safetensors`` file (trained
         by ``art-purifiers train irad`` or imported from the authors' checkpoints by ``art-purifiers import-weights``).
-    :param sampler: One of :data:`IRAD_SAMPLERS`.
-    :param magnitude: ``d`` or ``gamma`` (pixels) of the naive samplers.
+    :param sampler: One of :data:`IRAD_SAMPLERS` (``"samplenet"``, ``"none"``, ``"invariant"``, ``"variant"``).
+    :param magnitude: ``d`` or ``gamma`` (pixels, ``>= 0``) of the naive samplers.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor`.
     """
 
-    params = PurifierPreprocessor.params + ["sampler", "magnitude"]
+    params = PurifierPreprocessor.params + ["weights", "sampler", "magnitude"]
 
     def __init__(self, weights: str | Path = "cifar10", sampler: str = "samplenet", magnitude: float = 1.5,
                  **kwargs) -> None:
         super().__init__(**kwargs)
-        self.weights = str(weights)
+        self.weights = checked_weights(weights)
         self.sampler = sampler
         self.magnitude = magnitude
-        representation, samplenet, self.config = load_irad_networks(weights)
+        self._load_networks()
+        self._check_params()
+
+    def _load_networks(self) -> None:
+        """The representation and SampleNet (when the file holds one) of ``self.weights``."""
+        representation, samplenet, self.config = load_irad_networks(self.weights)
+        self._drop_networks()
         self.register_network("representation", representation)
         if samplenet is not None:
             self.register_network("samplenet", samplenet)
-        self._check_params()
 
     @property
     def randomized(self) -> bool:  # type: ignore[override]

@@ -7,6 +7,7 @@ import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from art_purifiers.evaluation.names import FORMATS
 
@@ -23,6 +24,44 @@ def _without_seed(spec: str) -> str:
     name, _, options = spec.partition(":")
     kept = [o for o in options.split(",") if o and not re.fullmatch(r"seed=\d+", o)] if options else []
     return name + (":" + ",".join(kept) if kept else "")
+
+
+def _readable(key: str, value) -> str:
+    """A setting of the table's footer as plain text: no Python dictionaries or lists; budgets as fractions of 255;
+    fingerprints shortened (the JSON keeps them whole)."""
+    if key == "defences" and isinstance(value, dict):
+        return ", ".join(f"{name} {str(fingerprint)[:12]}" for name, fingerprint in value.items())
+    if key == "images" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}..{value[1]}"
+    if key == "shard" and isinstance(value, list) and len(value) == 2:
+        return f"{value[0]}/{value[1]}"
+    if key == "attacks" and isinstance(value, list):
+        return "; ".join(_attack_text(attack) for attack in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_readable(k, v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_readable(key, v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _attack_text(attack) -> str:
+    """``pgd L-inf eps=8/255 steps=20 step=2/255`` from an attack's settings."""
+    if not isinstance(attack, dict):
+        return str(attack)
+    parts = [str(attack.get("name", "?"))]
+    if "norm" in attack:
+        parts.append("L-inf" if str(attack["norm"]) == "inf" else f"L{attack['norm']}")
+    for name, value in attack.items():
+        if name in ("name", "norm") or value in (None, {}, ""):
+            continue
+        label = {"step_size": "step"}.get(name, name)
+        if isinstance(value, float) and name in ("eps", "step_size"):
+            scaled = value * 255
+            value = f"{round(scaled)}/255" if abs(scaled - round(scaled)) < 1e-6 else f"{value:.6g}"
+        parts.append(f"{label}={_readable(name, value)}")
+    return " ".join(parts)
 
 
 @dataclass
@@ -70,9 +109,43 @@ class ResultTable:
 
     @classmethod
     def from_json(cls, text: str) -> ResultTable:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`.
+
+        :raises ValueError: ``text`` is not JSON, or not a table's (a ``rows`` list of rows with the fields of
+            :class:`ResultRow`, an optional ``meta`` object).
+        """
         data = json.loads(text)
-        return cls([ResultRow(**row) for row in data["rows"]], data.get("meta", {}))
+        if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+            raise ValueError("no 'rows' list at the top level")
+        if not isinstance(data.get("meta", {}), dict):
+            raise ValueError("'meta' is not an object")
+        rows = []
+        for index, row in enumerate(data["rows"]):
+            try:
+                rows.append(ResultRow(**row))
+            except TypeError as error:  # not a mapping, or missing or unexpected fields
+                raise ValueError(f"row {index} is not a result row ({error})") from None
+        return cls(rows, data.get("meta", {}))
+
+    @classmethod
+    def read(cls, path) -> ResultTable:
+        """The table in the JSON file ``path`` (written by ``evaluate --json`` or ``merge --json``).
+
+        :raises ValueError: One line naming the file: missing, unreadable, not JSON (truncated) or not a table.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such file.") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is not readable: {error}.") from None
+        try:
+            return cls.from_json(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): not valid JSON, "
+                             f"{error} (truncated?).") from None
+        except ValueError as error:
+            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): {error}.") from None
 
     @classmethod
     def merge(cls, tables: list[ResultTable]) -> ResultTable:
@@ -175,7 +248,7 @@ class ResultTable:
         fmt = "  ".join(f"{{:<{w}}}" for w in widths)
         lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
         lines += [fmt.format(*row) for row in body]
-        lines += [f"{k}: {v}" for k, v in self.meta.items()]
+        lines += [f"{k}: {_readable(k, v)}" for k, v in self.meta.items()]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:

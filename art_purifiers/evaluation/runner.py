@@ -23,9 +23,11 @@ RA <= SA, as in AutoAttack's robust accuracy).
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import time
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -73,8 +75,10 @@ class AdversarialCache:
     """Adversarial examples on disk, keyed by a hash of everything that determines them, so a rerun or a
     crashed run resumes instead of recomputing. ``directory=None`` disables caching.
 
-    An entry is checked when loaded (readable, float32 of the expected shape, finite, in ``[0, 1]``, and within the
-    attack's budget when one is given); one that fails is reported, removed and recomputed.
+    An entry carries the key it was written for and a sha256 checksum of its content (:func:`entry_checksum`). It
+    is checked when loaded (readable, written for this key, content matching its checksum, float32 of the expected
+    shape, finite, in ``[0, 1]``, and within the attack's budget when one is given); one that fails (an entry
+    edited, swapped, truncated, or written before checksums) is reported with a warning, removed and recomputed.
     """
 
     def __init__(self, directory: str | Path | None) -> None:
@@ -92,8 +96,15 @@ class AdversarialCache:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 x_adv, seconds = archive["x_adv"], float(archive["seconds"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                stored = {name: str(archive[name]) if name in archive.files else None for name in ("key", "sha256")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             return self._reject(path, f"unreadable ({type(error).__name__}: {error})")
+        if stored["key"] is None or stored["sha256"] is None:
+            return self._reject(path, "it has no key and checksum (written by an older version)")
+        if stored["key"] != key:
+            return self._reject(path, f"it was written for the key {stored['key']}")
+        if stored["sha256"] != entry_checksum(key, x_adv, seconds):
+            return self._reject(path, "its content does not match its checksum (changed after it was written)")
         problem = _cache_problem(x, x_adv, seconds, budget)
         return self._reject(path, problem) if problem else (x_adv, seconds)
 
@@ -108,8 +119,16 @@ class AdversarialCache:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f"{key}.tmp.npz"
-        np.savez_compressed(tmp, x_adv=x_adv, seconds=np.float64(seconds))
+        np.savez_compressed(tmp, x_adv=x_adv, seconds=np.float64(seconds), key=np.str_(key),
+                            sha256=np.str_(entry_checksum(key, x_adv, seconds)))
         tmp.replace(self.directory / f"{key}.npz")
+
+
+def entry_checksum(key: str, x_adv: np.ndarray, seconds: float) -> str:
+    """Hex sha256 of a cache entry: its key, the examples' dtype, shape and bytes, and the attack's wall time."""
+    digest = hashlib.sha256(f"{key}|{x_adv.dtype}|{x_adv.shape}|{float(seconds)!r}|".encode())
+    digest.update(np.ascontiguousarray(x_adv).tobytes())
+    return digest.hexdigest()
 
 
 def _cache_problem(x: np.ndarray, x_adv: np.ndarray, seconds: float, budget: tuple[str, float] | None) -> str:
@@ -135,7 +154,7 @@ def attacked(defence: Defence) -> Defence:
     """The defence as the attacker runs it. A random defence's ``seed`` fixes the *deployment's* draws (what the
     judge sees); the attacker does not know them and draws its own, fresh at every call. So the examples crafted
     against one random defence serve all its deployment seeds, which differ only in the judge's draws."""
-    return defence.configured(seed=None) if defence.randomized else defence
+    return defence.configured(seed=None) if defence.randomized and "seed" in defence.params else defence
 
 
 def eot_gradient(defence: Defence) -> str:
@@ -259,8 +278,12 @@ def evaluate(
     jobs = [(threat, spec, name) for threat in THREATS if threat in threats and threat != "clean"
             for spec in (budgets if threat == "decision" else specs)
             for name in ([None] if threat in ("oblivious", "transfer") else list(defences))]
-    for threat, spec, name in tqdm(jobs, desc="threat models", disable=not verbose or not jobs):
-        table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
+    # Counted in attacked images, so the bar gives images per second and the time left over the whole run.
+    with tqdm(total=len(jobs) * len(x), desc="attacked images", unit="img", disable=not verbose or not jobs) as bar:
+        for threat, spec, name in jobs:
+            bar.set_postfix_str(f"{threat} {spec.label()}" + ("" if name is None else f" on {name}"))
+            table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
+            bar.update(len(x))
     return table
 
 

@@ -3,7 +3,6 @@ accuracy against eps, and SA and RA per threat model for every defence."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,12 +40,7 @@ def read_result_tables(paths: Iterable[str | Path]) -> ResultTable:
     :func:`combine_tables`; ``ValueError`` naming the first file that is missing or is not one."""
     tables = []
     for path in map(Path, paths):
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file.")
-        try:
-            table = ResultTable.from_json(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
-            raise ValueError(f"{path} is not a results JSON (evaluate --json writes one): {error!r}.") from None
+        table = ResultTable.read(path)
         if not table.rows:
             raise ValueError(f"{path} holds no result rows.")
         tables.append(table)
