@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -149,5 +150,7 @@ def save_whole_module(path: str | Path, manifest_name: str = "official_dir_vit_p
                 target = getattr(target, part)
             target.__dict__[attribute] = value
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        torch.save(nn.DataParallel(model) if data_parallel else model, path, **save_kwargs)
+        with warnings.catch_warnings():  # legacy saves look for the classes' source, which these have none of
+            warnings.simplefilter("ignore", UserWarning)
+            torch.save(nn.DataParallel(model) if data_parallel else model, path, **save_kwargs)
     return state

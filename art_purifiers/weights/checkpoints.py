@@ -20,6 +20,7 @@ global. :func:`module_state_dict` then flattens the inert module tree into the s
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import functools
 import pickle
@@ -151,7 +152,6 @@ def _admitted_exact() -> dict[tuple[str, str], object]:
         ("torch", "Size"): torch.Size,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
-        ("__builtin__", "set"): set,  # pickle protocol 2 spells builtins the Python 2 way
     }
     if hasattr(torch._utils, "_rebuild_tensor_v3"):
         admitted[("torch._utils", "_rebuild_tensor_v3")] = _rebuild_tensor_v3
@@ -172,13 +172,21 @@ class RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         if not isinstance(module, str) or not isinstance(name, str):
             raise RefusedGlobal(f"{module!r}.{name!r}")
+        module, name = _python3_name(module, name)
         found = _ADMITTED.get((module, name))
         if found is not None:
             return found
         if _is_inert_name(module, name):
             return _inert_class(module, name)
-        # Name it the Python 3 way: pickle protocol 2 writes builtins as ``__builtin__``.
-        raise RefusedGlobal(f"{'builtins' if module == '__builtin__' else module}.{name}")
+        raise RefusedGlobal(f"{module}.{name}")
+
+
+def _python3_name(module: str, name: str) -> tuple[str, str]:
+    """The Python 3 spelling of a global pickle protocol 2 wrote the Python 2 way (``__builtin__.set``), as pickle's
+    own ``find_class`` translates it; only a name, nothing is imported."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
 def _restricted_load(file, **kwargs):
