@@ -72,6 +72,19 @@ def test_whole_module_is_inert(tmp_path):
     assert vit._modules["encoder"]._modules["shuffle"].ratio == 0.75
 
 
+def test_data_parallel_saved_on_a_gpu(tmp_path):
+    """A DataParallel saved on a GPU holds its device ids and a torch.device; both are read as inert values."""
+    wrapper = nn.DataParallel(nn.Linear(3, 2))
+    wrapper.device_ids, wrapper.output_device, wrapper.src_device_obj = [0, 1], 0, torch.device("cuda", 0)
+    path = tmp_path / "gpu.pt"
+    torch.save(wrapper, path)
+    state, kind = read_state_dict(path)
+    assert_same(state, wrapper.module.state_dict())
+    assert kind == "whole module (torch.nn.modules.linear.Linear in DataParallel)"
+    device = read_checkpoint(path).src_device_obj
+    assert isinstance(device, InertObject) and device.inert_args == ("cuda", 0)
+
+
 def test_legacy_serialization_of_a_whole_module(tmp_path):
     path = tmp_path / "dir_vit_legacy.pt"
     saved = save_whole_module(path, DIR_VIT, _use_new_zipfile_serialization=False)
@@ -98,6 +111,24 @@ def test_module_state_dict_names_like_state_dict(tmp_path):
     state, kind = read_state_dict(path)
     assert_same(state, expected)
     assert kind == "whole module (torch.nn.modules.container.Sequential)"
+
+
+def test_tensors_with_attributes_and_new_dtypes(tmp_path):
+    """A parameter or buffer carrying Python attributes (pickled through _rebuild_parameter_with_state and
+    _rebuild_from_type_v2) is read as a plain tensor; a uint16 buffer (_rebuild_tensor_v3) keeps its dtype."""
+    model = nn.Linear(2, 2)
+    model.weight.flag = True
+    buffer = torch.arange(4.0)
+    buffer.note = "kept by torch, dropped by us"
+    model.register_buffer("with_note", buffer)
+    if hasattr(torch, "uint16"):
+        model.register_buffer("counts", torch.arange(3).to(torch.uint16))
+    path = tmp_path / "attributes.pt"
+    torch.save(model, path)
+    state, _ = read_state_dict(path)
+    assert_same(state, {k: v.detach() for k, v in model.state_dict().items()})
+    assert not hasattr(state["weight"], "flag") and not hasattr(state["with_note"], "note")
+    assert all(type(v) is torch.Tensor for v in state.values())
 
 
 @pytest.mark.parametrize("data_parallel", [False, True], ids=["plain", "module-prefix"])

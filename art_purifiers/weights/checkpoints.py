@@ -5,7 +5,8 @@ only. The authors' DIR files instead pickle whole modules (``torch.save(model)``
 through a restricted pickle module (:data:`RESTRICTED_PICKLE`) whose unpickler admits only
 
 * torch's rebuild functions for plain dense tensors and parameters (called with their backward hooks dropped),
-  torch's dtypes (values), ``collections.OrderedDict`` and ``set``;
+  torch's dtypes (values), ``torch.Size``, ``torch.Tensor``, ``torch.UntypedStorage``, ``collections.OrderedDict``
+  and ``set``;
 * module classes from an allowlist of namespaces (``torch.nn``, ``timm``, ``einops`` and the authors' own module
   names ``pretrain_model``, ``model``, ``lightweight_model``, ``__main__``) plus ``torch.device`` (a
   ``DataParallel`` saved on a GPU holds one). Every such name, class or not, is mapped to an *inert* container
@@ -150,6 +151,9 @@ def _admitted_exact() -> dict[tuple[str, str], object]:
         ("torch._tensor", "Tensor"): torch.Tensor,
         ("torch", "Tensor"): torch.Tensor,
         ("torch", "Size"): torch.Size,
+        # The storage of tensors rebuilt by _rebuild_tensor_v3 (dtypes such as uint16); torch.load reads it as bytes.
+        ("torch.storage", "UntypedStorage"): torch.UntypedStorage,
+        ("torch", "UntypedStorage"): torch.UntypedStorage,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
     }
