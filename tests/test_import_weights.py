@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from official_layouts import manifest, save_whole_dir_module
+from official_layouts import load_manifest, save_whole_module
 
 from art_purifiers import DIRPreprocessor, IRADPreprocessor
 from art_purifiers.cli import main
@@ -23,8 +23,7 @@ LIIF_SPEC = {"name": "liif", "args": {
 
 def random_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {key: 0.05 * torch.randn(shape, generator=generator) if shape else torch.tensor(0)
-            for key, shape in manifest(name).items()}
+    return {key: 0.05 * torch.randn(shape, generator=generator) for key, shape in load_manifest(name).items()}
 
 
 def save_irad(folder: Path, reconstruction: dict | None = None, samplenet: dict | None = None,
@@ -144,7 +143,7 @@ def test_dir_import_of_a_dataparallel_state_dict(tmp_path, capsys):
 
 def test_dir_import_of_a_whole_pickled_module(tmp_path, capsys):
     path = tmp_path / "pre_model.pt"
-    state = save_whole_dir_module(path)
+    state = save_whole_module(path)
     main(["import-weights", "dir", "--checkpoint", str(path), "--output", str(tmp_path / "dir.safetensors")])
     report = json.loads(capsys.readouterr().out)
     assert report["spec"]["args"]["value_range"] == "symmetric" and report["mapped"] == 120

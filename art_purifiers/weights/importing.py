@@ -128,13 +128,14 @@ def import_dir(checkpoint: str | Path, output: str | Path, heads: int = 3, value
     state, kind = read_state_dict(source)
     if value_range not in ("auto", "symmetric", "unit"):
         raise ValueError(f"value_range must be auto, symmetric or unit, got {value_range!r}.")
-    chosen = DIR_VALUE_RANGES[kind] if value_range == "auto" else value_range
+    stage = "whole module" if kind.startswith("whole module") else "state dict"
+    chosen = DIR_VALUE_RANGES[stage] if value_range == "auto" else value_range
     spec = dir_spec(state, source, heads, chosen)
     mapped, dropped = _map_parts(state, source, [("", DIR_RULES, DIR_DROPPED, "")])
     mapped = {key: DIR_TRANSFORMS.get(key, lambda tensor: tensor)(tensor) for key, tensor in mapped.items()}
     network = _filled(create_network(spec), mapped, source, "denoiser")
     rules = [list(rule) for rule in DIR_RULES]
-    how = "chosen" if value_range != "auto" else kind
+    how = "chosen" if value_range != "auto" else stage
     provenance = _provenance({"checkpoint": source}, rules, {"checkpoint": dropped}, command, kind=kind,
                              value_range=f"{chosen} ({how})")
     metadata = {"method": "dir", "masks": 2, "ratio": 0.5, "target": "the authors' jointly trained CIFAR ResNet-18",
