@@ -7,6 +7,7 @@ import builtins
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -295,3 +296,38 @@ def test_module_without_parameters(tmp_path):
     path = tmp_path / "empty_module.pt"
     torch.save(nn.Sequential(nn.ReLU()), path)
     assert "no tensors" in one_line_error(path)
+
+
+class _PatternLayer(torch.nn.Module):
+    """A parameter-free layer that pickles only its pattern, as einops' Rearrange does."""
+
+    def __init__(self, pattern: str, payload=None) -> None:
+        super().__init__()
+        self.pattern, self.payload = pattern, payload
+
+    def __getstate__(self):
+        return {"pattern": self.pattern, "payload": self.payload}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+
+def _save_with_pattern_layer(path, payload) -> None:
+    module = types.ModuleType("pretrain_model")
+    _PatternLayer.__module__, _PatternLayer.__qualname__ = "pretrain_model", "PatternLayer"
+    module.PatternLayer = _PatternLayer
+    sys.modules["pretrain_model"] = module
+    try:
+        network = torch.nn.Sequential(torch.nn.Linear(2, 2), _PatternLayer("(h w) b c -> b c h w", payload))
+        torch.save(network, path)
+    finally:
+        del sys.modules["pretrain_model"]
+
+
+def test_parameter_free_layer_pickled_by_its_own_state_is_skipped(tmp_path):
+    _save_with_pattern_layer(tmp_path / "m.pt", None)
+    state, kind = read_state_dict(tmp_path / "m.pt")
+    assert sorted(state) == ["0.bias", "0.weight"] and kind.startswith("whole module")
+    _save_with_pattern_layer(tmp_path / "t.pt", torch.ones(3))
+    with pytest.raises(ValueError, match="not a module"):
+        read_state_dict(tmp_path / "t.pt")

@@ -273,6 +273,17 @@ def _unwrap(obj: object) -> tuple[object, list[str]]:
     return obj, wrappers
 
 
+def _holds_tensor(value: object, depth: int = 0) -> bool:
+    """Whether a tensor is anywhere in ``value`` (dicts, lists, tuples, inert objects; a deep structure counts)."""
+    if isinstance(value, torch.Tensor) or depth > _MAX_DEPTH:
+        return True
+    if isinstance(value, InertObject):
+        value = value.__dict__
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, (list, tuple)) and any(_holds_tensor(item, depth + 1) for item in value)
+
+
 def _walk(module: InertObject, prefix: str, out: dict, path: tuple[int, ...]) -> None:
     if id(module) in path or len(path) > _MAX_DEPTH:
         raise ValueError(f"the module tree loops or is deeper than {_MAX_DEPTH} levels at {prefix or 'its root'!r}")
@@ -292,6 +303,8 @@ def _walk(module: InertObject, prefix: str, out: dict, path: tuple[int, ...]) ->
     for name, child in state["_modules"].items():
         if child is None:
             continue
+        if isinstance(child, InertObject) and not _is_inert_module(child) and not _holds_tensor(child.__dict__):
+            continue  # a parameter-free layer pickled by its own __getstate__ (einops' Rearrange: its pattern)
         if not _is_inert_module(child):
             raise ValueError(f"submodule {prefix}{name} is a {_class_name(child)}, not a module")
         _walk(child, f"{prefix}{name}.", out, path)
