@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from art_purifiers.models.heads import pooled_head
 from art_purifiers.nn.registry import register_network
 
 #: Channels of the four stages.
@@ -77,11 +78,7 @@ class CifarResNet18(nn.Module):
 
         :raises ValueError: Feature maps other than 4x4 (the network takes 32x32 images).
         """
-        if tuple(features.shape[-2:]) != (4, 4):
-            raise ValueError(f"CifarResNet18 takes 32x32 images (4x4 final feature maps), got feature maps of shape "
-                             f"{tuple(features.shape)}.")
-        embedding = F.avg_pool2d(features, 4).flatten(1)
-        return embedding if pre_logits else self.linear(embedding)
+        return pooled_head(features, 4, self.linear, pre_logits, "CifarResNet18")
 
     def get_classifier(self) -> nn.Module:
         """The head that maps the embedding to logits (timm's ``get_classifier``)."""

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from art_purifiers.models.heads import pooled_head
 from art_purifiers.nn.registry import register_network
 
 
@@ -92,11 +93,7 @@ class WideResNet(nn.Module):
 
         :raises ValueError: Feature maps other than 8x8 (the network takes 32x32 images).
         """
-        if tuple(features.shape[-2:]) != (8, 8):
-            raise ValueError(f"WideResNet takes 32x32 images (8x8 final feature maps), got feature maps of shape "
-                             f"{tuple(features.shape)}.")
-        embedding = F.avg_pool2d(features, 8).flatten(1)
-        return embedding if pre_logits else self.fc(embedding)
+        return pooled_head(features, 8, self.fc, pre_logits, "WideResNet")
 
     def get_classifier(self) -> nn.Module:
         """The head that maps the embedding to logits (timm's ``get_classifier``)."""
