@@ -175,3 +175,9 @@ def test_import_weights_help_documents_both_methods(capsys):
         with pytest.raises(SystemExit):
             main(["import-weights", method, "--help"])
         assert option in capsys.readouterr().out
+
+
+def test_irad_import_refuses_a_non_finite_tensor(tmp_path, capsys):
+    state = random_state("official_irad_liif_paper")
+    state["imnet.layers.0.bias"][3] = float("nan")
+    assert "mlp.0.bias' holds NaN" in _refusal(tmp_path, capsys, state)

@@ -20,7 +20,7 @@ from torch import nn
 
 from art_purifiers.nn.registry import create_network
 from art_purifiers.weights import load_into, save_networks, sha256_of
-from art_purifiers.weights.checkpoints import read_checkpoint, read_state_dict
+from art_purifiers.weights.checkpoints import check_tensors, read_checkpoint, read_state_dict
 from art_purifiers.weights.official import Rule, encoder_key_rules, encoder_spec, map_keys
 
 #: The authors' DIR ViT (``pretrain_model.DIR_ViT``) -> :class:`~art_purifiers.nn.masked_vit.MaskedViTDenoiser`
@@ -59,7 +59,10 @@ def _map_parts(state: Mapping[str, torch.Tensor], source: Path,
     for prefix, rules, patterns, ours in parts:
         keys = {key: value for key, value in state.items() if key.startswith(prefix)}
         claimed.update(keys)
-        part, part_dropped = map_keys(keys, rules, patterns, prefix=prefix)
+        try:
+            part, part_dropped = map_keys(keys, rules, patterns, prefix=prefix)
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
         mapped.update({ours + key: value for key, value in part.items()})
         dropped += part_dropped
     stray = [key for key in state if key not in claimed]
@@ -69,6 +72,7 @@ def _map_parts(state: Mapping[str, torch.Tensor], source: Path,
 
 
 def _filled(network: nn.Module, state: Mapping[str, torch.Tensor], source: Path, part: str) -> nn.Module:
+    check_tensors(dict(state), source)  # dense, finite
     for key, tensor in state.items():
         if not tensor.is_floating_point():
             raise ValueError(f"{source}: {part} tensor {key!r} is {tensor.dtype}, not floating point.")
