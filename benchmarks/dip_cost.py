@@ -4,7 +4,8 @@
     OMP_NUM_THREADS=1 python benchmarks/dip_cost.py --json docs/results/dip_cost_cpu.json
     python benchmarks/dip_cost.py --defence dipdefend --batch 64 --iterations 200   # short run, multiplied out
 
-Every figure is one timed call (after a 3-iteration warm-up call on one image). With ``--iterations`` below the
+Every figure is one timed call (after a 3-iteration warm-up call on one image); the JSON keeps the 1-minute load
+average before and after it, since other jobs on the machine slow it down. With ``--iterations`` below the
 defence's default the fit is shortened (for the DIP defence the snapshots and the warm-up keep their proportion
 to the iterations, as in ``examples/dip.py``) and the JSON also holds ``projected_seconds_per_image``: the measured
 time multiplied by default / measured iterations, a projection, not a measurement (the DIP defence's on-boundary
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
@@ -61,12 +64,14 @@ def main() -> None:
         defence.configured(iterations=3, **({"snapshots": 2, "warmup": 0} if name == "dip" else {}))(
             sample[:1].numpy())  # warm-up: thread pools, first allocations
         for batch in args.batch:
+            load_before = os.getloadavg()[0]
             start = time.perf_counter()
             defence(sample[:batch].numpy())
             seconds = time.perf_counter() - start
             row = {"defence": name, "preset": args.preset, "batch": batch, "iterations": defence.iterations,
                    "seconds": seconds, "seconds_per_image": seconds / batch,
                    "fit_iterations_per_second": defence.iterations * batch / seconds,
+                   "load_average_1min": [load_before, os.getloadavg()[0]],  # before and after: other jobs' share
                    "settings": defence.describe()}
             if defence.iterations != default_iterations:
                 row["projected_seconds_per_image"] = seconds / batch * default_iterations / defence.iterations
@@ -77,16 +82,11 @@ def main() -> None:
             print(f"{name} {args.preset}, {defence.iterations} iterations, batch {batch}: {seconds:.1f} s, "
                   f"{seconds / batch:.2f} s/image{projected}", flush=True)
             if args.json:
-                result = {"command": "python benchmarks/dip_cost.py " + " ".join(_argv()), "threads": args.threads,
+                result = {"command": "python benchmarks/dip_cost.py " + " ".join(sys.argv[1:]), "threads": args.threads,
+                          "date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
                           "machine": machine(), "rows": rows}
                 with open(args.json, "w") as handle:
                     json.dump(result, handle, indent=2, default=str)
-
-
-def _argv() -> list[str]:
-    import sys
-
-    return sys.argv[1:]
 
 
 if __name__ == "__main__":
