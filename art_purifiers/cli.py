@@ -287,7 +287,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = _evaluation_device(args.device, world)
     if world > 1:
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    overrides = {"device_type": "cpu" if device == "cpu" else "gpu",
+    # verbose reaches only the defences that take it (DIP's per-image fits show a progress bar).
+    overrides = {"device_type": "cpu" if device == "cpu" else "gpu", "verbose": not args.quiet and rank == 0,
                  **({"weights": args.weights} if args.weights else {})}
     victim = load_victim(args.victim, checkpoint=args.victim_checkpoint, mean=args.victim_mean,
                          std=args.victim_std).to(device)

@@ -142,3 +142,44 @@ def test_metrics():
     torch.testing.assert_close(ssim(a, a), torch.ones(2))
     assert float(psnr(a, (a + 0.1).clamp(0, 1)).min()) > 15
     assert float(ssim(a, torch.rand(2, 3, 16, 16)).max()) < 0.5
+
+
+@pytest.mark.parametrize("factory", [tiny_dip, tiny_dipdefend])
+def test_verbose_shows_the_fit_and_changes_nothing_else(factory, capsys):
+    """``verbose`` (off by default) shows a progress bar over the DIP fit; it is validated, settable, and in neither
+    the repr nor the fingerprint, and the output does not depend on it."""
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    quiet = factory(seed=0, device_type="cpu")
+    assert quiet.verbose is False
+    out = quiet.forward(x)[0]
+    assert "DIP fit" not in capsys.readouterr().err
+    loud = quiet.configured(verbose=True)
+    torch.testing.assert_close(loud.forward(x)[0], out, rtol=0, atol=0)
+    assert "DIP fit of 2 images" in capsys.readouterr().err
+    assert repr(loud) == repr(quiet) and loud.fingerprint() == quiet.fingerprint()
+    assert "verbose" not in quiet.params
+    with pytest.raises(ValueError, match="verbose must be True or False"):
+        factory(verbose="yes")
+    with pytest.raises(ValueError, match="verbose must be True or False"):
+        quiet.set_params(verbose=1)
+
+
+def test_quick_presets():
+    """The quick-look settings: fewer iterations, the DIP defence's warm-up and snapshots in proportion (700 and 200
+    of 1500); keyword arguments override them."""
+    dip = DIPPreprocessor.quick(dip_victim(), seed=0)
+    assert (dip.iterations, dip.warmup, dip.snapshots) == (400, round(400 * 700 / 1500), round(400 * 200 / 1500))
+    assert DIPPreprocessor.quick(dip_victim(), iterations=600, warmup=300).iterations == 600
+    dipdefend = DIPDefendPreprocessor.quick(seed=1)
+    assert dipdefend.iterations == 500 and dipdefend.seed == 1
+    assert dipdefend.iterations < DIPDefendPreprocessor().iterations and dip.iterations < DIPPreprocessor(
+        dip_victim()).iterations
+
+
+def test_make_defence_passes_verbose_where_the_spec_does_not_set_it():
+    from art_purifiers.defences import make_defence
+
+    assert make_defence("dipdefend", verbose=True).verbose is True
+    assert make_defence("dipdefend:verbose=False", verbose=True).verbose is False
+    assert make_defence("dip", victim=dip_victim(), verbose=True).verbose is True
+    assert not hasattr(make_defence("resampling", verbose=True), "verbose")  # only the defences that take it

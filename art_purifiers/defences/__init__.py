@@ -77,7 +77,8 @@ def check_defence_spec(spec: str) -> None:
 def make_defence(spec: str, victim=None, **overrides) -> Defence:
     """Build a defence from a spec string (``NAME[:key=value,...]`` or ``art:CLASS[:key=value,...]``).
 
-    ``overrides`` (e.g. ``device_type``, ``weights``) are added to the arguments of defences that take them, and
+    ``overrides`` (e.g. ``device_type``, ``weights``, ``verbose``) are added to the arguments of defences that take
+    them (``verbose`` only where the spec does not set it), and
     ``victim`` is passed as ``classifier`` to defences that take the victim's decisions (DIP).
 
     :raises ValueError: Unknown defence or parameter, or a parameter the defence refuses.
@@ -89,4 +90,6 @@ def make_defence(spec: str, victim=None, **overrides) -> Defence:
         if victim is None:
             raise ValueError(f"Defence {name!r} needs the victim classifier.")
         overrides = {**overrides, "classifier": victim}
-    return factory(**kwargs, **{k: v for k, v in overrides.items() if k in accepted})
+    # A progress setting in the spec (dip:verbose=False) wins over the caller's.
+    return factory(**kwargs, **{k: v for k, v in overrides.items()
+                                if k in accepted and not (k == "verbose" and k in kwargs)})

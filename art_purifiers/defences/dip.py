@@ -40,16 +40,31 @@ class _DIPDefence(PurifierPreprocessor):
     needs_grad = True
     params = PurifierPreprocessor.params + ["network", "iterations", "lr", "noise_scale", "input_jitter"]
 
+    #: Settings for a quick look (fewer iterations), merged into the defaults by :meth:`quick`.
+    QUICK: dict = {}
+
     def __init__(self, network: str | SkipNetConfig, iterations: int, lr: float, noise_scale: float,
-                 input_jitter: float, **kwargs) -> None:
+                 input_jitter: float, verbose: bool = False, **kwargs) -> None:
         kwargs.setdefault("gradient", "bpda")
         kwargs.setdefault("batch_size", 64)
         super().__init__(**kwargs)
+        self.verbose = verbose
         self.network = network
         self.iterations = iterations
         self.lr = lr
         self.noise_scale = noise_scale
         self.input_jitter = input_jitter
+
+    @classmethod
+    def quick(cls, *args, **kwargs):
+        """The defence with its quick-look settings :attr:`QUICK` (fewer iterations; ``kwargs`` override them): for
+        trying the defence out, not for reported figures (its accuracy at these settings has not been measured)."""
+        return cls(*args, **{**cls.QUICK, **kwargs})
+
+    def settable(self) -> list[str]:
+        """:attr:`params` and :attr:`objects`, and ``verbose`` (it shows progress and changes no output, so it is
+        in neither ``repr`` nor the fingerprint)."""
+        return [*super().settable(), "verbose"]
 
     @property
     def network_config(self) -> SkipNetConfig:
@@ -83,6 +98,9 @@ class _DIPDefence(PurifierPreprocessor):
         self.lr = check_number("lr", self.lr, minimum=0, open_minimum=True)
         self.noise_scale = check_number("noise_scale", self.noise_scale, minimum=0, open_minimum=True)
         self.input_jitter = check_number("input_jitter", self.input_jitter, minimum=0)
+        if not isinstance(self.verbose, (bool, np.bool_)):
+            raise ValueError(f"verbose must be True or False, got {self.verbose!r}.")
+        self.verbose = bool(self.verbose)
 
 
 class DIPPreprocessor(_DIPDefence):
@@ -121,18 +139,23 @@ class DIPPreprocessor(_DIPDefence):
     :param grid: Grid steps of the on-boundary search.
     :param keep: On-boundary images kept (the last ones).
     :param step: Size of the move away from the input.
+    :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
+        unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
         default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["snapshots", "warmup", "ssim_threshold", "grid", "keep", "step"]
     objects = ["classifier"]
+    #: Quick look (:meth:`quick`): 400 iterations instead of 1500, warm-up and snapshots in the same proportion
+    #: (187 and 53), as in ``examples/dip.py``; see ``docs/defences/dip.md`` for its measured cost.
+    QUICK = {"iterations": 400, "warmup": 187, "snapshots": 53}
 
     def __init__(self, classifier=None, network: str | SkipNetConfig = "small", iterations: int = 1500,
                  snapshots: int = 200, lr: float = 0.01, noise_scale: float = 0.1, input_jitter: float = 0.0333,
                  warmup: int = 700, ssim_threshold: float = 0.7, grid: int = 100, keep: int = 5, step: float = 0.25,
-                 **kwargs) -> None:
-        super().__init__(network, iterations, lr, noise_scale, input_jitter, **kwargs)
+                 verbose: bool = False, **kwargs) -> None:
+        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, **kwargs)
         self.classifier = classifier
         self.snapshots, self.warmup, self.ssim_threshold = snapshots, warmup, ssim_threshold
         self.grid, self.keep, self.step = grid, keep, step
@@ -163,7 +186,7 @@ class DIPPreprocessor(_DIPDefence):
         (1-based, increasing), image ``i``'s network and noise drawn from ``seeds[i]``: the fit of
         :meth:`purify_with_seeds`, at any iterations (the input of :meth:`reconstruct`)."""
         return dip_snapshots(x, self.network_config, iterations, self._generators(seeds), self.lr, self.noise_scale,
-                             self.input_jitter)
+                             self.input_jitter, progress=self.verbose)
 
     def decide(self, x: torch.Tensor, snaps: torch.Tensor) -> TraceDecisions:
         """The victim's view of a trace: softmax of the snapshots ``snaps`` ``(S, n, C, H, W)``, their SSIM to the
@@ -292,15 +315,20 @@ class DIPDefendPreprocessor(_DIPDefence):
     :param input_jitter: Standard deviation of the per-iteration perturbation of the noise input (0, as in the
         reference, whose ``reg_noise_std`` is negative and so disabled).
     :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``), in ``(0, 1]``.
+    :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
+        unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
         default 64, ``gradient``: only ``"bpda"``, ...).
     """
 
     params = _DIPDefence.params + ["smoothing"]
+    #: Quick look (:meth:`quick`): 500 iterations instead of 4000; see ``docs/defences/dip.md`` for its measured cost.
+    QUICK = {"iterations": 500}
 
     def __init__(self, network: str | SkipNetConfig = DIPDEFEND_NETWORK, iterations: int = 4000, lr: float = 0.01,
-                 noise_scale: float = 0.1, input_jitter: float = 0.0, smoothing: float = 0.002, **kwargs) -> None:
-        super().__init__(network, iterations, lr, noise_scale, input_jitter, **kwargs)
+                 noise_scale: float = 0.1, input_jitter: float = 0.0, smoothing: float = 0.002, verbose: bool = False,
+                 **kwargs) -> None:
+        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, **kwargs)
         self.smoothing = smoothing
         self._check_params()
 
@@ -313,7 +341,7 @@ class DIPDefendPreprocessor(_DIPDefence):
             best[:] = [out.clone() if not best else torch.where(better, out, best[0])]
 
         dip_trace(x, self.network_config, self.iterations, self._generators(seeds), self.lr, self.noise_scale,
-                  optimise_input=True, on_iteration=track, input_jitter=self.input_jitter)
+                  optimise_input=True, on_iteration=track, input_jitter=self.input_jitter, progress=self.verbose)
         return best[0]
 
     def _check_params(self) -> None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from tqdm.auto import tqdm
 
 from art_purifiers.checks import check_integer
 
@@ -360,6 +361,7 @@ def dip_trace(
     optimise_input: bool = False,
     on_iteration=None,
     input_jitter: float = 0.0,
+    progress: bool = False,
 ) -> None:
     """Fit one DIP network per image to ``images`` (``(n, C, H, W)`` in ``[0, 1]``) with Adam on the MSE.
 
@@ -370,7 +372,7 @@ def dip_trace(
     ``(n, C, H, W)`` of its forward pass (the trace's ``t``-th image, made by the parameters after ``t - 1``
     updates) and the per-image MSE ``(n,)``.
     On CPU the networks are fitted in groups (see ``_CPU_TENSOR_BYTES``). Runs with gradients enabled whatever the
-    caller's mode.
+    caller's mode. ``progress`` shows a progress bar over the iterations (on stderr, removed when done).
     """
     n, c, h, w = images.shape
     check_image_size(config, h, w)
@@ -387,6 +389,8 @@ def dip_trace(
             noise = noise.to(device).requires_grad_(optimise_input)
             optimiser = _adam([*net.parameters(), *([noise] if optimise_input else [])], lr, device)
             groups.append((net, noise, optimiser, target[start:stop], generators[start:stop]))
+        bar = tqdm(total=iterations, desc=f"DIP fit of {n} image{'s' if n != 1 else ''}", unit="it",
+                   disable=not progress, leave=False)
         for t in range(1, iterations + 1):
             outputs, mses = [], []
             for net, noise, optimiser, group_target, group_generators in groups:
@@ -404,6 +408,8 @@ def dip_trace(
                 mses.append(mse.detach())
             if on_iteration is not None:
                 on_iteration(t, torch.cat(outputs), torch.cat(mses))
+            bar.update()
+        bar.close()
 
 
 def dip_snapshots(
@@ -414,13 +420,15 @@ def dip_snapshots(
     lr: float = 0.01,
     noise_scale: float = 0.1,
     input_jitter: float = 0.0,
+    progress: bool = False,
 ) -> torch.Tensor:
     """The trace images of :func:`dip_trace` at the given ``iterations`` (1-based, increasing), as
-    ``(len(iterations), n, C, H, W)``; the fit runs to the last of them."""
+    ``(len(iterations), n, C, H, W)``; the fit runs to the last of them (``progress``: a bar over it)."""
     wanted = [int(t) for t in iterations]
     if not wanted or wanted[0] < 1 or any(b <= a for a, b in zip(wanted, wanted[1:], strict=False)):
         raise ValueError("iterations must be increasing integers >= 1.")
     taken, kept = set(wanted), []
     dip_trace(images, config, wanted[-1], generators, lr, noise_scale,
-              on_iteration=lambda t, out, _: kept.append(out) if t in taken else None, input_jitter=input_jitter)
+              on_iteration=lambda t, out, _: kept.append(out) if t in taken else None, input_jitter=input_jitter,
+              progress=progress)
     return torch.stack(kept)
