@@ -124,3 +124,31 @@ def test_convert_victim_reproduces_shipped_tensors(tmp_path):
     assert all(torch.equal(shipped[k], converted.tensors[k]) for k in shipped)
     assert converted.metadata["source_sha256"] == sha256_of(source).lower()
     assert converted.metadata["source_sha256"].startswith("12fca82f")
+
+
+def test_a_weight_file_names_its_networks_and_one_loader_rebuilds_them(tmp_path):
+    from art_purifiers.nn import EDSREncoder, SampleNet
+    from art_purifiers.weights import load_networks, save_networks, save_safetensors
+
+    torch.manual_seed(0)
+    encoder, samplenet = EDSREncoder(blocks=1, features=4), SampleNet(4, hidden=(8,), units="normalised")
+    path = tmp_path / "two.safetensors"
+    save_networks({"encoder": encoder, "samplenet": samplenet}, path, {"method": "study"})
+    networks, metadata = load_networks(path)
+    assert metadata["networks"]["samplenet"] == {"name": "samplenet", "args": {
+        "feature_dim": 4, "hidden": [8], "max_shift": None, "max_rows": 65536, "encoder": None, "units": "normalised"}}
+    for key, network in (("encoder", encoder), ("samplenet", samplenet)):
+        for name, tensor in network.state_dict().items():
+            torch.testing.assert_close(networks[key].state_dict()[name], tensor)
+    tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+    spec = {"encoder": {"name": "no_such_network", "args": {}}}
+    save_safetensors(tensors, tmp_path / "unknown.safetensors", {"method": "study", "networks": spec})
+    with pytest.raises(ValueError, match="no_such_network"):
+        load_networks(tmp_path / "unknown.safetensors")
+    spec = {"encoder": encoder.network_spec}
+    save_safetensors({**tensors, "extra.weight": torch.ones(1)}, tmp_path / "stray.safetensors",
+                     {"method": "study", "networks": spec})
+    with pytest.raises(ValueError, match="belong to no network.*extra.weight"):
+        load_networks(tmp_path / "stray.safetensors")
+    with pytest.raises(ValueError, match="not a registered network"):
+        save_networks({"plain": torch.nn.Linear(1, 1)}, tmp_path / "plain.safetensors", {"method": "study"})
