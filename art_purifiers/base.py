@@ -177,13 +177,7 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     def _deploy(self, victim: nn.Module) -> Deployment:
         return Deployment(victim, [self])
 
-    def set_params(self, **kwargs) -> None:
-        """Change parameters in place and check the new values; a new ``weights`` reloads the networks.
-
-        :raises ValueError: A name the defence does not have (the message lists the valid ones), or a bad value.
-        """
-        self._checked_keys(kwargs)
-        self._set(kwargs)
+    set_params = Defence.set_params  # ART's Preprocessor comes first in the method order
 
     def _set(self, params: dict) -> None:
         changed = {key for key, value in params.items() if not _same(getattr(self, key, None), value)}

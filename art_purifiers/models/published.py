@@ -39,7 +39,8 @@ def _same_key(name: str) -> str:
     return name
 
 
-def _cifar_resnet_args(state_dict: dict[str, torch.Tensor]) -> dict:
+def cifar_resnet_args(state_dict: dict[str, torch.Tensor]) -> dict:
+    """``{"depth", "num_classes"}`` of the CIFAR ResNet a state dict (unprefixed keys) belongs to."""
     if "linear.weight" not in state_dict:
         raise ValueError("A CIFAR ResNet state dict needs 'linear.weight', which is missing.")
     return {"depth": infer_depth(state_dict), "num_classes": int(state_dict["linear.weight"].shape[0])}
@@ -72,7 +73,7 @@ ARCHITECTURES = (
     PublishedArchitecture("wide_resnet", "RobustBench's WideResNet", "block1.layer.",
                           wide_resnet.published_args, wide_resnet.published_key, IDENTITY_NORMALIZATION),
     PublishedArchitecture("cifar_resnet", "the CIFAR ResNet of He et al.", "layer1.",
-                          _cifar_resnet_args, _same_key, IMAGENET_NORMALIZATION),
+                          cifar_resnet_args, _same_key, IMAGENET_NORMALIZATION),
 )
 
 

@@ -36,10 +36,10 @@ def _idfr(loaded: Weights) -> dict[str, dict]:
 
 
 def _victim(loaded: Weights) -> dict[str, dict]:
-    from art_purifiers.models.cifar_resnet import infer_depth
+    from art_purifiers.models.published import cifar_resnet_args
 
     # Victim files hold the bare CIFAR ResNet's tensors without a prefix (key "").
-    return {"": {"name": "cifar_resnet", "args": {"depth": infer_depth(loaded.tensors)}}}
+    return {"": {"name": "cifar_resnet", "args": cifar_resnet_args(loaded.tensors)}}
 
 
 _LEGACY: dict[str, Callable[[Weights], dict[str, dict]]] = {"irad": _irad, "dir": _dir, "idfr": _idfr,
