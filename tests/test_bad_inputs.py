@@ -406,6 +406,14 @@ def test_truncated_and_malicious_victim_checkpoints(capsys, tmp_path):
     assert not marker.exists()
 
 
+def test_non_finite_victim_checkpoint(capsys, tmp_path):
+    state = load_victim().network.state_dict()
+    state["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save({"state_dict": state}, tmp_path / "nan.th")
+    error = _cli_error(capsys, ["evaluate", "--victim", str(tmp_path / "nan.th")])
+    assert "layer2.0.conv1.weight" in error and "NaN" in error
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Weight files: safetensors only, finite, the expected tensors
 # --------------------------------------------------------------------------------------------------------------

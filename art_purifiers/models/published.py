@@ -28,6 +28,7 @@ from art_purifiers.models import resnet18_cifar, wide_resnet
 from art_purifiers.models.cifar_resnet import infer_depth
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
 from art_purifiers.nn.registry import create_network
+from art_purifiers.weights.checkpoints import check_tensors
 
 #: Normalisation of a network that takes ``[0, 1]`` images as they are.
 IDENTITY_NORMALIZATION = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}
@@ -82,7 +83,7 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     itself or the one under ``"state_dict"``, with DataParallel's ``module.`` prefix stripped.
 
     :raises ValueError: A file ``torch.load`` refuses (truncated, or holding more than tensors, whose loading would
-        run code), or one that holds no state dict of tensors.
+        run code), one that holds no state dict of tensors, or a tensor that holds NaN or infinite values.
     """
     try:
         raw = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -95,7 +96,9 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     others = sorted(str(key) for key, value in state.items() if not isinstance(value, torch.Tensor))
     if others:
         raise ValueError(f"{path}: entries of its state dict that are not tensors: {others[:4]}.")
-    return {str(key).removeprefix("module."): value for key, value in state.items()}
+    state = {str(key).removeprefix("module."): value for key, value in state.items()}
+    check_tensors(state, path)  # dense, floating or integer, finite: the checks every other weight file gets
+    return state
 
 
 def detect_architecture(state_dict: dict[str, torch.Tensor], source: str | Path = "state dict") -> tuple[
