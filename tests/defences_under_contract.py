@@ -33,6 +33,7 @@ from art_purifiers.training.dir import export_weights as export_dir_weights
 from art_purifiers.training.idfr import IDFRTrainingConfig
 from art_purifiers.training.idfr import export_weights as export_idfr_weights
 from art_purifiers.training.irad import IRADTrainingConfig, export_weights
+from art_purifiers.weights import save_networks
 
 TINY_IRAD = IRADTrainingConfig(blocks=1, features=8, hidden=(16,), samplenet_hidden=(16,), max_shift=1.0)
 TINY_DIP = SkipNetConfig(channels=(4, 8), skip=(2, 2))
@@ -91,6 +92,24 @@ def tiny_dir_weights() -> Path:
     return path
 
 
+@cache
+def tiny_authors_variant_weights() -> tuple[Path, Path]:
+    """IRAD and DIR weight files in the authors' variants, as import-weights writes them (tiny, random): a SampleNet
+    with its own encoder on the raw image and shifts in normalised units; a masked ViT with the token-mixing output,
+    channel-major patches, unscaled ``[0, 1]`` values and the second view decoded at the first view's positions."""
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp(prefix="art_purifiers_test_"))
+    encoder = {"name": "edsr", "args": {"blocks": 1, "features": 8}}
+    networks = {"representation": ImplicitRepresentation(hidden=(16,), encoder=encoder),
+                "samplenet": SampleNet(hidden=(16,), max_shift=1.0, encoder=encoder, units="normalised")}
+    save_networks(networks, folder / "irad.safetensors", {"method": "irad"})
+    denoiser = MaskedViTDenoiser(image_size=32, patch_size=4, width=48, heads=2, encoder_depth=1, decoder_depth=1,
+                                 output="token_conv", patch_layout="c p1 p2", value_range="unit",
+                                 view_placement="first", norm_eps=1e-5)
+    save_networks({"denoiser": denoiser}, folder / "dir.safetensors", {"method": "dir"})
+    return folder / "irad.safetensors", folder / "dir.safetensors"
+
+
 class ConvPurifier(PurifierPreprocessor):
     """Test double: a frozen residual convolution, so the contract also covers defences holding networks."""
 
@@ -146,6 +165,8 @@ CASES = [
     ContractCase("irad-samplenet", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "samplenet", **kw)),
     ContractCase("irad-no-sampling", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "none", **kw)),
     ContractCase("irad-variant", lambda **kw: IRADPreprocessor(tiny_irad_weights(), "variant", **kw)),
+    ContractCase("irad-authors-variant", lambda **kw: IRADPreprocessor(tiny_authors_variant_weights()[0], **kw)),
+    ContractCase("dir-authors-variant", lambda **kw: DIRPreprocessor(tiny_authors_variant_weights()[1], **kw)),
     ContractCase("dip", tiny_dip, gradients=("bpda",)),
     ContractCase("dipdefend", tiny_dipdefend, gradients=("bpda",)),
     ContractCase("idfr-denoiser", lambda **kw: IDFRPreprocessor(tiny_idfr_weights(), **kw)),
