@@ -611,3 +611,18 @@ def test_model_changing_defence_in_preprocessing_defences_says_to_deploy():
     # The way that works, and purifiers still pass ART's check.
     assert defence.deploy(TinyCNN()).classifier().predict(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
     assert make_classifier(TinyCNN(), [IDFRPreprocessor(tiny_idfr_weights(), device_type="cpu")]) is not None
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["dir", "--checkpoint", "{tmp}/c.pth", "--output", "{tmp}/o.safetensors", "--heads", "0"], "--heads"),
+    (["dir", "--checkpoint", "{tmp}/c.pth", "--output", "{tmp}/o.pt"], "must end in .safetensors"),
+    (["dir", "--checkpoint", "{tmp}/missing.pth", "--output", "{tmp}/o.safetensors"], "no such file"),
+    (["irad", "--reconstruction", "{tmp}/c.pth", "--samplenet", "{tmp}/missing.pt", "--output", "{tmp}/o.safetensors"],
+     "no such file"),
+    (["irad", "--reconstruction", "{tmp}/c.pth", "--output", "{tmp}/o.safetensors"], "not an IRAD Reconstruction.pt"),
+    (["dir", "--checkpoint", "{tmp}/c.pth", "--output", "{tmp}/o.safetensors"], "is not a DIR ViT"),
+])
+def test_bad_import_weights_arguments(capsys, tmp_path, arguments, message):
+    torch.save({"module.conv1.weight": torch.zeros(1)}, tmp_path / "c.pth")
+    error = _cli_error(capsys, ["import-weights", *(a.format(tmp=tmp_path) for a in arguments)])
+    assert message in error and not (tmp_path / "o.safetensors").exists()
