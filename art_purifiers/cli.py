@@ -202,14 +202,10 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
 
 
 def _check_defence_spec(spec: str) -> None:
-    """Against the method registry and the adapter's source, which need neither torch nor ART; against the imported
-    adapter when its source does not say (a program's own method, registered as an object)."""
+    """Against the method registry and the adapter's source, which need neither torch nor ART."""
     from art_purifiers.specs import check_spec
 
-    if not check_spec(spec):
-        from art_purifiers.defences import check_defence_spec
-
-        check_defence_spec(spec)
+    check_spec(spec)
 
 
 def _check_device(device: str | None) -> None:

@@ -100,12 +100,14 @@ def source_parameters(reference) -> set[str] | None:
     return names
 
 
-def check_spec(spec: str) -> bool:
+def check_spec(spec: str) -> None:
     """Refuse a spec whose name is neither a registered method with an adapter nor ``art:`` with one of
-    :data:`ART_DEFENCES`, or whose parameters the adapter's source does not take, without importing the adapter.
+    :data:`ART_DEFENCES`, or whose parameters the adapter does not take. Names and parameters are read from the
+    registry and the adapter's source, without torch or ART; an adapter whose source does not say (a program's own
+    method, registered as an object) is imported and checked by :func:`art_purifiers.defences.check_defence_spec`.
+    ``art:`` options are checked when the preprocessor is built.
 
-    :return: ``True`` when the spec was checked in full (``art:`` options are checked when built); ``False`` when
-        the adapter's parameters cannot be read from source, for :func:`art_purifiers.defences.check_defence_spec`.
+    :raises ValueError: An unknown name or parameter, named in the message.
     """
     from art_purifiers.methods import registered_methods
 
@@ -115,13 +117,15 @@ def check_spec(spec: str) -> bool:
         if kwargs["preprocessor"] not in ART_DEFENCES:
             raise ValueError(f"ART preprocessor must be one of {sorted(ART_DEFENCES)}, "
                              f"got {kwargs['preprocessor']!r}.")
-        return True
+        return
     if name not in adapters:
         raise ValueError(f"Unknown defence {name!r}; available: {sorted(adapters)} and art:{sorted(ART_DEFENCES)}.")
     accepted = source_parameters(adapters[name])
     if accepted is None:
-        return False
+        from art_purifiers.defences import check_defence_spec
+
+        check_defence_spec(spec)
+        return
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         raise ValueError(f"Unknown parameter(s) {unknown} for defence {name!r}; its parameters: {sorted(accepted)}.")
-    return True

@@ -237,7 +237,7 @@ def test_parameters_read_from_source_equal_the_signatures():
 def test_spec_checks_names_and_exports_need_no_torch():
     """The registry, the command line's spec check and the exports table import neither torch nor ART."""
     code = ("import sys, art_purifiers; from art_purifiers.specs import check_spec\n"
-            "assert check_spec('irad:magnitude=1') and check_spec('art:JpegCompression:quality=5')\n"
+            "check_spec('irad:magnitude=1'); check_spec('art:JpegCompression:quality=5')\n"
             "try:\n    check_spec('dir:ratioo=0.5')\nexcept ValueError as error:\n    print(error)\n"
             "print(sorted(art_purifiers.__all__)[0], 'torch' in sys.modules or 'art' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
