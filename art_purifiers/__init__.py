@@ -2,9 +2,11 @@
 
 Each input purifier is a :class:`~art_purifiers.base.PurifierPreprocessor`, ready for
 ``PyTorchClassifier(..., preprocessing_defences=[defence])``; every defence, purifier or model change, is a
-:class:`~art_purifiers.deploy.Defence` with ``deploy(victim)``.
+:class:`~art_purifiers.deploy.Defence` with ``deploy(victim)``. Every registered method's adapter is exported here
+too (:func:`~art_purifiers.methods.register_method`).
 """
 
+from art_purifiers import methods
 from art_purifiers.lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -16,14 +18,23 @@ _EXPORTS = {
     "Deployment": "art_purifiers.deploy",
     "EmbeddingDefence": "art_purifiers.deploy",
     "PurifierPreprocessor": "art_purifiers.base",
-    "ARTPreprocessor": "art_purifiers.defences",
-    "DIPDefendPreprocessor": "art_purifiers.defences",
-    "DIPPreprocessor": "art_purifiers.defences",
-    "DIRPreprocessor": "art_purifiers.defences",
-    "IDFRDefence": "art_purifiers.defences",
-    "IDFRPreprocessor": "art_purifiers.defences",
-    "IRADPreprocessor": "art_purifiers.defences",
-    "ResamplingPreprocessor": "art_purifiers.defences",
+    "ARTPreprocessor": "art_purifiers.defences.art",
 }
-__all__ = [*_EXPORTS, "__version__"]
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+def _exports() -> dict[str, object]:
+    """The package's own exports and those of every registered method (read on each access)."""
+    return {**methods.exports(), **_EXPORTS}
+
+
+_lazy = lazy_exports(__name__, _exports)
+
+
+def __getattr__(name: str):
+    if name == "__all__":  # names registered after the import are exported too
+        return [*_exports(), "__version__"]
+    return _lazy(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_exports()})

@@ -89,3 +89,33 @@ def catalogue() -> str:
                  f"of {', '.join(ART_DEFENCES)}; key=value pairs are the ART class's own arguments (e.g. "
                  "art:JpegCompression:quality=75) or the shared options.")
     return "\n".join(lines) + "\n"
+
+
+def _object_role(obj) -> str:
+    """A MyST cross-reference to a class or function (plain text inside a table cell)."""
+    role = "class" if inspect.isclass(obj) else "func"
+    return f"{{{role}}}`~{obj.__module__}.{obj.__qualname__}`"
+
+
+def methods_markdown() -> str:
+    """The methods table of the docs (MyST Markdown) and a toctree of the methods' pages, from the registry: each
+    method's ``--defence`` class and first sentence, its trainer's presets, its shipped weight files and its page.
+    Imports every adapter and trainer."""
+    from art_purifiers.methods import registered_methods
+    from art_purifiers.weights import registry
+
+    shipped: dict[str, list[str]] = {}
+    for file, entry in registry().items():
+        shipped.setdefault(entry["method"], []).append(f"`{file}`")
+    lines = ["| method | adapter (`--defence`) | `train` presets | shipped weights | page |", "|---|---|---|---|---|"]
+    pages: list[str] = []
+    for name, method in registered_methods().items():
+        adapter = "" if method.adapter is None else method.load_adapter()
+        described = f"{_object_role(adapter)}: {summary(adapter)}".replace("|", "\\|") if adapter else "(trains only)"
+        presets = ", ".join(method.load_trainer().presets) if method.trainer is not None else ""
+        page = f"{{doc}}`/{method.docs}`" if method.docs else ""
+        lines.append(f"| `{name}` | {described} | {presets} | {', '.join(shipped.get(name, []))} | {page} |")
+        if method.docs and method.docs not in pages:
+            pages.append(method.docs)
+    toctree = ["", "```{toctree}", ":maxdepth: 2", ":hidden:", "", *pages, "```"]
+    return "\n".join(lines + toctree) + "\n"

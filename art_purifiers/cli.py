@@ -32,6 +32,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 def _evaluate_parser(sub) -> None:
     from art_purifiers.evaluation.names import ATTACKS, FORMATS, THREATS
+    from art_purifiers.methods import defence_names
 
     p = sub.add_parser(
         "evaluate", formatter_class=HelpFormatter,
@@ -43,7 +44,7 @@ def _evaluate_parser(sub) -> None:
     )
     p.add_argument("--defence", action="append", metavar="SPEC",
                    help="defence spec NAME[:key=value,...] or art:CLASS[:key=value,...], repeatable; NAME is one of "
-                   "resampling, irad, dip, dipdefend, idfr, dir ('art-purifiers defences' lists their parameters) "
+                   f"{', '.join(defence_names())} ('art-purifiers defences' lists their parameters) "
                    "(default: resampling; main job: irad and resampling)")
     p.add_argument("--weights", default=None, help="weight file passed to the defences as weights=PATH")
     p.add_argument("--victim", default="resnet20",
@@ -201,15 +202,10 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
 
 
 def _check_defence_spec(spec: str) -> None:
-    """Against the live registry when the defences are already imported (a program that registered its own),
-    else against the built-in table, which needs neither torch nor ART."""
-    loaded = sys.modules.get("art_purifiers.defences")
-    if loaded is not None:
-        loaded.check_defence_spec(spec)
-    else:
-        from art_purifiers.specs import check_builtin_spec
+    """Against the method registry and the adapter's source, which need neither torch nor ART."""
+    from art_purifiers.specs import check_spec
 
-        check_builtin_spec(spec)
+    check_spec(spec)
 
 
 def _check_device(device: str | None) -> None:
@@ -328,7 +324,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _train_parser(sub, full: bool) -> None:
     """The train command; its per-method options only when ``full`` (they import the trainers, hence torch)."""
     if not full:
-        sub.add_parser("train", help="build a defence's weights (art-purifiers train --help lists the methods)")
+        from art_purifiers.methods import trainer_names
+
+        sub.add_parser("train", help=f"build a method's weights ({', '.join(trainer_names())}; art-purifiers train "
+                       "--help lists their presets)")
         return
     from art_purifiers.training import TRAINERS
     from art_purifiers.training.registry import configurable_fields

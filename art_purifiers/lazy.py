@@ -4,14 +4,32 @@ import torch and ART before they are needed."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 
 
-def lazy_exports(package: str, exports: dict[str, str]):
-    """A module ``__getattr__`` that imports ``exports[name]`` (a module path) on first access of ``name``."""
+def resolve(reference):
+    """The object a reference names: ``"module:attribute"`` is imported; anything else is the object itself."""
+    if not isinstance(reference, str):
+        return reference
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def lazy_exports(package: str, exports: Mapping[str, str] | Callable[[], Mapping[str, object]]):
+    """A module ``__getattr__`` that imports ``name`` on first access from its entry in ``exports``: a module path
+    (the attribute is ``name``), a ``"module:attribute"`` reference or the object itself. ``exports`` may be a
+    function returning the table, read on each access (for names registered after the import)."""
+
+    def table() -> Mapping[str, object]:
+        return exports() if callable(exports) else exports
 
     def __getattr__(name: str):
-        if name not in exports:
+        entries = table()
+        if name not in entries:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(exports[name]), name)
+        target = entries[name]
+        if isinstance(target, str) and ":" not in target:
+            target = f"{target}:{name}"
+        return resolve(target)
 
     return __getattr__

@@ -114,5 +114,15 @@ def draw_result_figures(app) -> None:
             raise RuntimeError(f"art-purifiers {' '.join(arguments)} failed.")
 
 
+def write_methods_table(app) -> None:
+    """Write the methods table and the toctree of their pages, from the method registry, into
+    docs/_generated/methods.md (included by docs/methods.md)."""
+    from art_purifiers.catalogue import methods_markdown
+
+    (ROOT / "docs" / "_generated").mkdir(exist_ok=True)
+    (ROOT / "docs" / "_generated" / "methods.md").write_text(methods_markdown(), encoding="utf-8")
+
+
 def setup(app) -> None:
+    app.connect("builder-inited", write_methods_table)
     app.connect("builder-inited", draw_result_figures)

@@ -112,7 +112,7 @@ def test_pairs_are_cached_and_within_budget(tiny_data, tmp_path):
 
 def test_training_runs_resumes_and_exports(tiny_data, tmp_path):
     x, y = tiny_data
-    config = dataclasses.replace(TINY_IRAD, pgd_steps=1, stage1_iterations=2, stage2_iterations=1, stage1_batch=4,
+    config = dataclasses.replace(TINY_IRAD, pgd_iterations=1, stage1_iterations=2, stage2_iterations=1, stage1_batch=4,
                                  stage2_batch=4, checkpoint_every=1)
     torch.manual_seed(0)
     source = TinyCNN().eval()
@@ -134,7 +134,7 @@ def test_training_runs_resumes_and_exports(tiny_data, tmp_path):
 
 def test_resumed_training_equals_uninterrupted(tiny_data, tmp_path):
     x, y = tiny_data
-    config = dataclasses.replace(TINY_IRAD, pgd_steps=1, stage1_iterations=3, stage2_iterations=0, stage1_batch=4,
+    config = dataclasses.replace(TINY_IRAD, pgd_iterations=1, stage1_iterations=3, stage2_iterations=0, stage1_batch=4,
                                  checkpoint_every=1)
     source = TinyCNN().eval()
     straight, _, _ = train_irad(config, x, y, source, tmp_path / "straight")

@@ -1,46 +1,34 @@
-"""ART adapters, one module per method, and :func:`make_defence` to build any defence from a text spec."""
+"""ART adapters, one module per method, and :func:`make_defence` to build any defence from a text spec.
+
+The adapters of the registered methods (:mod:`art_purifiers.methods`) are importable from here, each imported when
+first used."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from art_purifiers import methods
 from art_purifiers.base import PurifierPreprocessor
 from art_purifiers.defences.art import ART_DEFENCES, ARTPreprocessor
-from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
-from art_purifiers.defences.dir import DIRPreprocessor
-from art_purifiers.defences.idfr import IDFRDefence, IDFRPreprocessor
-from art_purifiers.defences.irad import IRADPreprocessor
-from art_purifiers.defences.resampling import ResamplingPreprocessor
 from art_purifiers.deploy import Defence
+from art_purifiers.lazy import lazy_exports
 from art_purifiers.specs import parse_defence_spec
 
-__all__ = [
-    "ART_DEFENCES",
-    "DEFENCES",
-    "ARTPreprocessor",
-    "DIPDefendPreprocessor",
-    "DIPPreprocessor",
-    "DIRPreprocessor",
-    "IDFRDefence",
-    "IDFRPreprocessor",
-    "IRADPreprocessor",
-    "ResamplingPreprocessor",
-    "check_defence_spec",
-    "make_defence",
-    "parse_defence_spec",
-]
+_OWN = ["ART_DEFENCES", "DEFENCES", "ARTPreprocessor", "check_defence_spec", "make_defence", "parse_defence_spec"]
+_lazy = lazy_exports(__name__, methods.exports)
 
-#: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``: a class or factory
-#: returning a :class:`~art_purifiers.deploy.Defence`. ``art:NAME`` specs build an :class:`ARTPreprocessor`.
-DEFENCES: dict[str, Callable[..., Defence]] = {
-    "resampling": ResamplingPreprocessor,
-    "irad": IRADPreprocessor,
-    "dip": DIPPreprocessor,
-    "dipdefend": DIPDefendPreprocessor,
-    "idfr": IDFRDefence,
-    "dir": DIRPreprocessor,
-}
+
+def __getattr__(name: str):
+    if name == "__all__":  # the adapters of methods registered after the import too
+        return [*_OWN, *methods.exports()]
+    return _lazy(name)
+
+
+#: Defence names accepted by :func:`make_defence` and ``art-purifiers evaluate --defence``: a live, read-only view
+#: ``{name: class or factory returning a Defence}`` of the methods registered with an adapter
+#: (:func:`~art_purifiers.methods.register_method`). ``art:NAME`` specs build an :class:`ARTPreprocessor`.
+DEFENCES: Mapping[str, Callable[..., Defence]] = methods.RegisteredObjects("adapter")
 _BASE_OPTIONS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
 
 

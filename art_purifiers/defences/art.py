@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,28 +17,11 @@ from art.defences import preprocessor as art_preprocessors
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 
 from art_purifiers.base import PurifierPreprocessor
-
-
-@dataclass(frozen=True)
-class _Layout:
-    #: ``"argument"``: the class takes ``channels_first``; ``"last"``: it expects NHWC; ``"any"``: elementwise.
-    layout: str
-    #: Whether the class draws random numbers (from numpy's global generator).
-    randomized: bool = False
-
-
-#: The ART preprocessors that purify images in place (same shape in and out), by class name. The command line checks
-#: specs against the light copy of these names, ``art_purifiers.specs.ART_DEFENCE_NAMES`` (a test keeps them equal).
-ART_DEFENCES = {
-    "JpegCompression": _Layout("argument"),
-    "FeatureSqueezing": _Layout("any"),
-    "SpatialSmoothing": _Layout("argument"),
-    "TotalVarMin": _Layout("last", randomized=True),
-}
+from art_purifiers.specs import ART_DEFENCES
 
 
 class ARTPreprocessor(PurifierPreprocessor):
-    """One of ART's image preprocessors (:data:`ART_DEFENCES`) as an art-purifiers defence.
+    """One of ART's image preprocessors (:data:`~art_purifiers.specs.ART_DEFENCES`) as an art-purifiers defence.
 
     PyTorch preprocessors (``SpatialSmoothingPyTorch``) are differentiable: ``gradient="exact"`` back-propagates
     through them. Numpy preprocessors (JPEG, feature squeezing, TVM, numpy spatial smoothing) are attacked with BPDA

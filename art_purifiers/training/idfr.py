@@ -2,7 +2,7 @@
 (Algorithm 2), both through the frozen target classifier.
 
 * Examples (Algorithm 1, lines 1-4): FGSM, BIM and C&W L-inf at each eps, crafted once on the target (BIM and C&W:
-  ``attack_iterations`` steps of ``attack_step``, the paper's 0.03). The paper crafts every attack for every image;
+  ``attack_iterations`` steps of ``attack_step_size``, the paper's 0.03). The paper crafts every attack for every image;
   ``examples_per_image=1`` draws one (attack, eps) per image instead, which the CPU preset uses.
 * Denoiser: cross-entropy of the frozen target on the denoised adversarial examples together with Gaussian-augmented
   clean images (``x + N(0, s^2)``, ``s`` drawn per image and iteration from ``noise_levels``: multi-round
@@ -56,7 +56,7 @@ class IDFRTrainingConfig(RunSettings):
     attacks: tuple[str, ...] = ATTACKS
     eps: tuple[float, ...] = (4 / 255, 8 / 255, 16 / 255)
     attack_iterations: int = 20
-    attack_step: float = 0.03
+    attack_step_size: float = 0.03
     #: (attack, eps) settings crafted per image: ``None`` for all of them (the paper), else drawn at random.
     examples_per_image: int | None = None
     noise_levels: tuple[float, ...] = (0.0, 4 / 255, 8 / 255, 16 / 255)
@@ -77,8 +77,8 @@ class IDFRTrainingConfig(RunSettings):
         self._check_run_settings()
         for attack in self.attacks:
             check_choice("attacks", attack, ATTACKS)
-        for eps in (*self.eps, self.attack_step):
-            check_number("eps and attack_step", eps, minimum=0, maximum=1, open_minimum=True)
+        for eps in (*self.eps, self.attack_step_size):
+            check_number("eps and attack_step_size", eps, minimum=0, maximum=1, open_minimum=True)
         for level in self.noise_levels:
             check_number("noise_levels", level, minimum=0, maximum=1)
         for name in ("attack_iterations", "denoiser_batch", "restorer_batch"):
@@ -137,7 +137,7 @@ def _craft_settings(config: IDFRTrainingConfig, setting_of_row: np.ndarray):
             index = torch.tensor(chosen)
             eps = torch.tensor([settings[rows[i]][1] for i in chosen], dtype=x.dtype, device=x.device)[:, None, None,
                                                                                                        None]
-            steps, step = (1, eps) if attack == "fgsm" else (config.attack_iterations, config.attack_step)
+            steps, step = (1, eps) if attack == "fgsm" else (config.attack_iterations, config.attack_step_size)
             out[index] = pgd_linf(model, x[index], y[index], eps, step, steps, generator, random_start=False,
                                   loss="margin" if attack == "cw" else "ce")
         return out
@@ -151,7 +151,7 @@ def craft_examples(config: IDFRTrainingConfig, context: RunContext, target: nn.M
     target's weights, the images and the recipe, crafted in shares under ``torchrun``."""
     source_index, setting = example_plan(config, len(x))
     recipe = {"algorithm": "idfr-1", "settings": config.settings(), "iterations": config.attack_iterations,
-              "step": config.attack_step, "examples_per_image": config.examples_per_image, "seed": config.seed}
+              "step": config.attack_step_size, "examples_per_image": config.examples_per_image, "seed": config.seed}
     cache = pairs_cache_path(context.out_dir, target, x, y, recipe)
     examples = adversarial_pairs(target, x[source_index], y[source_index], cache, seed=config.seed,
                                  device=str(context.device), distributed=context.distributed,

@@ -58,9 +58,9 @@ class IRADTrainingConfig:
     max_shift: float | None = None
     task: str = "adversarial"
     noise_std: float = 8 / 255
-    pgd_steps: int = 100
+    pgd_iterations: int = 100
     pgd_eps: float = 8 / 255
-    pgd_step: float = 2 / 255
+    pgd_step_size: float = 2 / 255
     stage1_iterations: int = 300_000
     stage1_batch: int = 128
     stage1_lr: float = 1e-4
@@ -78,9 +78,10 @@ class IRADTrainingConfig:
         check_choice("task", self.task, TASKS)
         for name in ("blocks", "stage2_iterations", "seed"):
             check_integer(name, getattr(self, name), minimum=0)
-        for name in ("features", "pgd_steps", "stage1_iterations", "stage1_batch", "stage2_batch", "checkpoint_every"):
+        for name in ("features", "pgd_iterations", "stage1_iterations", "stage1_batch", "stage2_batch",
+                     "checkpoint_every"):
             check_integer(name, getattr(self, name), minimum=1)
-        for name in ("noise_std", "pgd_eps", "pgd_step", "stage1_lr", "stage2_lr"):
+        for name in ("noise_std", "pgd_eps", "pgd_step_size", "stage1_lr", "stage2_lr"):
             check_number(name, getattr(self, name), minimum=0, open_minimum=True)
         if self.images is not None:
             check_integer("images", self.images, minimum=1)
@@ -95,11 +96,11 @@ class IRADTrainingConfig:
 #: (docs/defences/irad.md). ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU.
 #: ``smoke``: tiny networks on 256 images, a minute on a CPU core: checks that a run works end to end.
 PRESETS = {
-    "small": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128), pgd_steps=10,
-                                stage1_iterations=1500, stage1_batch=32, stage2_iterations=400, stage2_batch=32,
-                                checkpoint_every=100),
+    "small": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128),
+                                pgd_iterations=10, stage1_iterations=1500, stage1_batch=32, stage2_iterations=400,
+                                stage2_batch=32, checkpoint_every=100),
     "paper": IRADTrainingConfig(),
-    "smoke": IRADTrainingConfig(blocks=1, features=16, hidden=(32,), samplenet_hidden=(32,), pgd_steps=2,
+    "smoke": IRADTrainingConfig(blocks=1, features=16, hidden=(32,), samplenet_hidden=(32,), pgd_iterations=2,
                                 stage1_iterations=20, stage1_batch=16, stage2_iterations=10, stage2_batch=16,
                                 checkpoint_every=10, images=256),
 }
@@ -157,10 +158,12 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     adversarial = None
     if config.task == "adversarial" or config.stage2_iterations > 0:
         began = time.perf_counter()
-        recipe = {"eps": config.pgd_eps, "step": config.pgd_step, "steps": config.pgd_steps, "seed": config.seed}
+        recipe = {"eps": config.pgd_eps, "step": config.pgd_step_size, "steps": config.pgd_iterations,
+                  "seed": config.seed}
         cache = pairs_cache_path(context.out_dir, source, x, y, recipe)
-        adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step, config.pgd_steps,
-                                        seed=config.seed, device=str(context.device), distributed=context.distributed)
+        adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step_size,
+                                        config.pgd_iterations, seed=config.seed, device=str(context.device),
+                                        distributed=context.distributed)
         report["pairs_seconds"] = time.perf_counter() - began
     x_t = torch.from_numpy(x)
     adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from art_purifiers.checks import check_integer, check_number
+
+_LOG = logging.getLogger(__name__)
+#: Settings renamed to one word per idea (docs/glossary.md), ``{old: new}``: ``--set OLD=V`` still sets NEW, with a
+#: warning, so commands written before the renaming keep their meaning.
+RENAMED_SETTINGS = {"pgd_steps": "pgd_iterations", "pgd_step": "pgd_step_size", "attack_step": "attack_step_size"}
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,10 @@ def apply_overrides(config, assignments: Sequence[str]):
         key = key.strip().replace("-", "_")
         if not sep or not key:
             raise ValueError(f"--set takes key=value, got {assignment!r}.")
+        if key not in fields and RENAMED_SETTINGS.get(key) in fields:
+            _LOG.warning("--set %s is deprecated; it sets %s (one word per idea, see the glossary).", key,
+                         RENAMED_SETTINGS[key])
+            key = RENAMED_SETTINGS[key]
         if key not in fields:
             raise ValueError(f"Unknown setting {key!r}; settings: {sorted(fields)}.")
         changes[key] = _coerce(key, text.strip(), fields[key])
