@@ -112,7 +112,7 @@ class ARTPreprocessor(PurifierPreprocessor):
 def _numpy_global_seed(generator: torch.Generator):
     """Seed numpy's global generator from ``generator`` for ART code that draws from it; restore it afterwards."""
     state = np.random.get_state()  # noqa: NPY002 (ART draws from the legacy global generator)
-    np.random.seed(int(torch.randint(2**32, (), generator=generator)))  # noqa: NPY002
+    np.random.seed(int(torch.randint(2**32, (), generator=generator, device="cpu")))  # noqa: NPY002
     try:
         yield
     finally:

@@ -73,7 +73,7 @@ class _DIPDefence(PurifierPreprocessor):
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Up front, naming the defence: too small an image would otherwise fail inside batch norm.
         check_image_size(self.network_config, x.shape[-2], x.shape[-1], type(self).__name__)
-        seeds = torch.randint(0, 2**62, (len(x),), generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(x),), generator=generator, device="cpu").tolist()
         return self.purify_with_seeds(x, seeds)
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -211,7 +211,7 @@ class DIPPreprocessor(_DIPDefence):
         if decisions is None:
             decisions = self.decide(x, snaps)
         labels = decisions.probs.argmax(-1)
-        iterations = torch.as_tensor(np.asarray(iterations))
+        iterations = torch.as_tensor(np.asarray(iterations), device="cpu")
         return torch.stack([self._reconstruct(i, x[i], snaps[:, i], labels[:, i], decisions.quality[:, i],
                                               iterations, int(decisions.input_labels[i]), boundary)
                             for i in range(len(x))])

@@ -34,9 +34,9 @@ def naive_shifts(
     :param generator: Source of the variant sampler's random numbers.
     """
     if sampler == "invariant":
-        return torch.full((1, 1, 1, 2), float(magnitude))
+        return torch.full((1, 1, 1, 2), float(magnitude), device="cpu")
     if sampler == "variant":
-        return torch.rand((n, height, width, 2), generator=generator) * float(magnitude)
+        return torch.rand((n, height, width, 2), generator=generator, device="cpu") * float(magnitude)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
 
