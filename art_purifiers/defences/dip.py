@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.base import PurifierPreprocessor, module_on
 from art_purifiers.checks import check_integer, check_number
 from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, check_image_size, dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
@@ -160,6 +160,14 @@ class DIPPreprocessor(_DIPDefence):
         self.snapshots, self.warmup, self.ssim_threshold = snapshots, warmup, ssim_threshold
         self.grid, self.keep, self.step = grid, keep, step
         self._check_params()
+
+    def _networks_to(self, device: torch.device) -> None:
+        """The victim follows the input's device as the registered networks do (it is not registered, which would
+        freeze the caller's model): a second instance, or a copy made by :meth:`configured`, is not the one ART
+        moved."""
+        super()._networks_to(device)
+        if isinstance(self.classifier, nn.Module):
+            self.classifier = module_on(self.classifier, device)
 
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax of the victim on ``(m, C, H, W)`` images, in chunks of ``batch_size``."""

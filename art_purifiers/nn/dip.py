@@ -246,6 +246,27 @@ def _block(n: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequ
     return nn.Sequential(_Conv(n, cin, cout, kernel, stride), _Norm(n, cout), nn.LeakyReLU(0.2))
 
 
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``(n, C, h, w)`` to ``size`` (``align_corners=False``). Off the CPU under
+    ``torch.use_deterministic_algorithms`` (:func:`art_purifiers.devices.deterministic`), where CUDA's upsampling
+    backward has no deterministic kernel, it is computed from row and column selections, whose backward has one."""
+    if x.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    rows = _interpolation(x.shape[-2], size[0], x)
+    columns = _interpolation(x.shape[-1], size[1], x)
+    x = x.index_select(2, rows[0]) * (1 - rows[2]).view(-1, 1) + x.index_select(2, rows[1]) * rows[2].view(-1, 1)
+    return x.index_select(3, columns[0]) * (1 - columns[2]) + x.index_select(3, columns[1]) * columns[2]
+
+
+def _interpolation(size_in: int, size_out: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """PyTorch's source pixels for ``align_corners=False`` along one axis: ``(lower index, upper index, weight of
+    the upper)``, each ``(size_out,)``."""
+    source = ((torch.arange(size_out, device=like.device, dtype=like.dtype) + 0.5) * (size_in / size_out) - 0.5)
+    source = source.clamp(min=0)
+    lower = source.floor().long().clamp(max=size_in - 1)
+    return lower, (lower + 1).clamp(max=size_in - 1), source - lower
+
+
 class _Scale(nn.Module):
     """One scale of the U-Net: a skip branch and a down-deeper-up branch, joined and convolved."""
 
@@ -263,7 +284,7 @@ class _Scale(nn.Module):
         deep = self.down(x)
         if self.deeper is not None:
             deep = self.deeper(deep)
-        deep = F.interpolate(deep, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        deep = _upsample(deep, x.shape[-2:])
         joined = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
         return self.up(self.join_norm(joined))
 
@@ -397,7 +418,8 @@ def dip_trace(
             for net, noise, optimiser, group_target, group_generators in groups:
                 net_input = noise
                 if input_jitter > 0:
-                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g, device="cpu") for g in group_generators])
+                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g, device="cpu")
+                                          for g in group_generators])
                     net_input = noise + input_jitter * jitter.to(device)
                 out = net(net_input)
                 mse = ((out - group_target) ** 2).mean(dim=(1, 2, 3))
