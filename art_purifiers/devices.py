@@ -36,10 +36,12 @@ def resolve_device(device: str | torch.device | None, name: str = "device") -> t
     """
     if device is None:
         return default_device()
-    try:
-        parsed = device if isinstance(device, torch.device) else torch.device(device)
-    except (RuntimeError, TypeError):
-        parsed = None
+    parsed = None
+    if isinstance(device, torch.device):
+        parsed = device
+    elif isinstance(device, str):  # not an int: torch.device(1) would quietly mean cuda:1
+        with contextlib.suppress(RuntimeError):
+            parsed = torch.device(device)
     if parsed is None or parsed.type not in ("cpu", "cuda"):
         raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:N' or None (the best available), got {device!r}.")
     if parsed.type == "cpu":

@@ -252,6 +252,11 @@ def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     backward has no deterministic kernel, it is computed from row and column selections, whose backward has one."""
     if x.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    return _bilinear_by_selection(x, size)
+
+
+def _bilinear_by_selection(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PyTorch's bilinear resize (``align_corners=False``) of ``(n, C, h, w)`` to ``size``, by rows, then columns."""
     rows = _interpolation(x.shape[-2], size[0], x)
     columns = _interpolation(x.shape[-1], size[1], x)
     x = x.index_select(2, rows[0]) * (1 - rows[2]).view(-1, 1) + x.index_select(2, rows[1]) * rows[2].view(-1, 1)
