@@ -242,32 +242,43 @@ def test_dip_on_the_cpu_is_the_same_inside_the_switch(factory):
 
 @pytest.mark.parametrize(("size_in", "size_out"), [((16, 16), (32, 32)), ((1, 1), (2, 2)), ((3, 5), (5, 9)),
                                                    ((2, 3), (7, 2)), ((4, 4), (4, 4))])
-def test_selection_upsampling_is_pytorchs_bilinear(size_in, size_out):
-    from art_purifiers.nn.dip import _bilinear_by_selection
+def test_resize_by_selection_is_pytorchs_bilinear(size_in, size_out):
+    from art_purifiers.nn.resampling import resize_by_selection
 
     x = torch.randn(2, 3, *size_in, dtype=torch.float64, generator=torch.Generator().manual_seed(0),
                     requires_grad=True)
     reference = F.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
-    ours = _bilinear_by_selection(x, size_out)
+    ours = resize_by_selection(x, size_out)
     weights = torch.randn_like(reference)
     assert torch.allclose(ours, reference, atol=1e-12)
     assert torch.allclose(*(torch.autograd.grad(out, x, weights)[0] for out in (ours, reference)), atol=1e-12)
 
 
-def test_dip_uses_the_selection_upsampling_off_the_cpu_in_deterministic_mode(monkeypatch):
+@pytest.mark.parametrize("network", ["dip", "idfr"])
+def test_networks_resize_by_selection_off_the_cpu_in_deterministic_mode(monkeypatch, network):
+    """DIP's and IDFR's upsampling: F.interpolate on the CPU and outside the switch (outputs unchanged), the
+    selection form off the CPU inside it (shape-level on the meta device)."""
     from art_purifiers.devices import deterministic
-    from art_purifiers.nn import dip
+    from art_purifiers.nn import dip, idfr, resampling
 
     used = []
-    original = dip._bilinear_by_selection
-    monkeypatch.setattr(dip, "_bilinear_by_selection", lambda x, size: used.append(x.device.type) or original(x, size))
-    x = torch.empty(1, 2, 4, 4, device="meta")
-    dip._upsample(x, (8, 8))
-    dip._upsample(torch.zeros(1, 2, 4, 4), (8, 8))
+    original = resampling.resize_by_selection
+    monkeypatch.setattr(resampling, "resize_by_selection", lambda x, size: used.append(x.device.type) or
+                        original(x, size))
+    if network == "dip":
+        model = dip.BatchedSkipNet(2, dip.SkipNetConfig(channels=(4, 8), skip=(2, 2)))
+        inputs = torch.rand(2, 3, 16, 16)
+    else:
+        model, inputs = idfr.InputDenoiser(widths=(4, 4, 8, 8, 8, 8, 8, 8)), torch.rand(2, 3, 16, 16)
+    model(inputs)
+    with torch.device("meta"):
+        model_on_meta = (dip.BatchedSkipNet(2, model.config) if network == "dip"
+                         else idfr.InputDenoiser(widths=(4, 4, 8, 8, 8, 8, 8, 8)))
+    model_on_meta(inputs.to("meta"))
     with deterministic():
-        dip._upsample(torch.zeros(1, 2, 4, 4), (8, 8))
-        assert dip._upsample(x, (8, 8)).shape == (1, 2, 8, 8)
-    assert used == ["meta"]
+        model(inputs)
+        assert model_on_meta(inputs.to("meta")).shape == inputs.shape
+    assert used and set(used) == {"meta"}
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from art_purifiers.checks import check_integer
+from art_purifiers.nn.resampling import resize_bilinear
 
 
 @dataclass(frozen=True)
@@ -246,32 +247,6 @@ def _block(n: int, cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Sequ
     return nn.Sequential(_Conv(n, cin, cout, kernel, stride), _Norm(n, cout), nn.LeakyReLU(0.2))
 
 
-def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(n, C, h, w)`` to ``size`` (``align_corners=False``). Off the CPU under
-    ``torch.use_deterministic_algorithms`` (:func:`art_purifiers.devices.deterministic`), where CUDA's upsampling
-    backward has no deterministic kernel, it is computed from row and column selections, whose backward has one."""
-    if x.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
-        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    return _bilinear_by_selection(x, size)
-
-
-def _bilinear_by_selection(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """PyTorch's bilinear resize (``align_corners=False``) of ``(n, C, h, w)`` to ``size``, by rows, then columns."""
-    rows = _interpolation(x.shape[-2], size[0], x)
-    columns = _interpolation(x.shape[-1], size[1], x)
-    x = x.index_select(2, rows[0]) * (1 - rows[2]).view(-1, 1) + x.index_select(2, rows[1]) * rows[2].view(-1, 1)
-    return x.index_select(3, columns[0]) * (1 - columns[2]) + x.index_select(3, columns[1]) * columns[2]
-
-
-def _interpolation(size_in: int, size_out: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """PyTorch's source pixels for ``align_corners=False`` along one axis: ``(lower index, upper index, weight of
-    the upper)``, each ``(size_out,)``."""
-    source = ((torch.arange(size_out, device=like.device, dtype=like.dtype) + 0.5) * (size_in / size_out) - 0.5)
-    source = source.clamp(min=0)
-    lower = source.floor().long().clamp(max=size_in - 1)
-    return lower, (lower + 1).clamp(max=size_in - 1), source - lower
-
-
 class _Scale(nn.Module):
     """One scale of the U-Net: a skip branch and a down-deeper-up branch, joined and convolved."""
 
@@ -289,7 +264,7 @@ class _Scale(nn.Module):
         deep = self.down(x)
         if self.deeper is not None:
             deep = self.deeper(deep)
-        deep = _upsample(deep, x.shape[-2:])
+        deep = resize_bilinear(deep, x.shape[-2:])
         joined = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
         return self.up(self.join_norm(joined))
 
