@@ -299,3 +299,32 @@ def test_cache_keys_cover_the_device_type_and_keep_cpu_keys(fake_cuda, monkeypat
     assert _oblivious_key(monkeypatch, "cpu") == "2e29ef41a5f7b2f37217"
     gpu = _oblivious_key(monkeypatch, "cuda:0")
     assert gpu != "2e29ef41a5f7b2f37217" and _oblivious_key(monkeypatch, "cuda:1") == gpu  # the type, not the index
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The command line: --device checked up front, --deterministic for the run only
+# ------------------------------------------------------------------------------------------------------------------
+def test_cli_refuses_a_gpu_index_beyond_the_gpus(fake_cuda, capsys):
+    from art_purifiers.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--device", "cuda:5", "--quiet", "--no-cache"])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and "--device 'cuda:5': torch sees 2" in error
+
+
+def test_cli_deterministic_run_restores_the_flags(monkeypatch, capsys):
+    from art_purifiers import cli
+
+    seen = []
+
+    def stop(*args, **kwargs):  # records the flags during the run, then ends it
+        seen.append(_flags())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("art_purifiers.evaluation.evaluate", stop)
+    before = _flags()
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["evaluate", "--n", "2", "--attack", "fgsm", "--threat", "clean", "--device", "cpu", "--quiet",
+                  "--no-cache", "--deterministic"])
+    assert seen[0][:3] == (True, False, True) and _flags() == before
