@@ -75,11 +75,12 @@ def deterministic() -> Iterator[None]:
     """Reproducible CUDA runs for the duration; every setting is restored afterwards.
 
     Sets ``torch.backends.cudnn.deterministic`` (cuDNN's deterministic convolution algorithms),
-    ``torch.backends.cudnn.benchmark = False`` and ``torch.use_deterministic_algorithms(True)`` (an operation without
-    a deterministic CUDA kernel then raises instead of varying; DIP's bilinear upsampling switches to its own
-    deterministic form, see ``art_purifiers.nn.dip``), and ``CUBLAS_WORKSPACE_CONFIG`` to :data:`CUBLAS_WORKSPACE`
-    when it is unset (PyTorch refuses cuBLAS products in deterministic mode without it). On the CPU the package's
-    defences are already bitwise reproducible; their outputs inside and outside the switch are the same.
+    ``torch.backends.cudnn.benchmark = False``, ``torch.use_deterministic_algorithms(True)`` (an operation without
+    a deterministic CUDA kernel then raises instead of varying; DIP's and IDFR's bilinear upsampling switch to a
+    deterministic form, :func:`~art_purifiers.nn.resampling.resize_bilinear`) and, when it is unset,
+    ``CUBLAS_WORKSPACE_CONFIG`` to :data:`CUBLAS_WORKSPACE` (PyTorch refuses cuBLAS products in deterministic mode
+    without it). On the CPU the defences are already bitwise reproducible, and give the same outputs inside the
+    switch as outside.
     """
     cudnn = torch.backends.cudnn
     saved = (cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),

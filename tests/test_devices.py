@@ -228,13 +228,11 @@ def test_deterministic_restores_warn_only_mode():
         torch.use_deterministic_algorithms(False)
 
 
-@pytest.mark.parametrize("factory", ["dip", "dipdefend"])
-def test_dip_on_the_cpu_is_the_same_inside_the_switch(factory):
-    from defences_under_contract import tiny_dipdefend
-
+@pytest.mark.parametrize(("case", "mode"), CASE_MODES, ids=CASE_MODE_IDS)
+def test_defences_on_the_cpu_are_the_same_inside_the_switch(case, mode):
     from art_purifiers.devices import deterministic
 
-    defence = (tiny_dip if factory == "dip" else tiny_dipdefend)(seed=0, device_type="cpu")
+    defence = case.factory(gradient=mode, seed=0, device_type="cpu")
     plain = defence.forward(_inputs())[0]
     with deterministic():
         assert torch.equal(defence.forward(_inputs())[0], plain)
