@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 import os
 import secrets
 from collections.abc import Iterator
@@ -27,8 +28,9 @@ import torch
 from art.defences.preprocessor.preprocessor import Preprocessor, PreprocessorPyTorch
 from torch import nn
 
-from art_purifiers.checks import check_integer, check_number
+from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.deploy import GRADIENT_MODES, Defence, Deployment
+from art_purifiers.devices import default_device
 
 __all__ = ["GRADIENT_MODES", "MAX_SEED", "PurifierPreprocessor", "checked_weights"]
 
@@ -59,8 +61,9 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     :param seed: Seed of the defence's randomness. With an integer, every call draws the same random
         numbers (identical outputs for identical inputs and ``batch_size``); with ``None``, every call
         draws fresh ones. Deterministic defences ignore it.
-    :param device_type: ``"gpu"`` or ``"cpu"``, as in ART; used only by the numpy ``__call__`` path. The
-        PyTorch path always runs on the device of its input tensor.
+    :param device_type: ``"gpu"`` or ``"cpu"``, as in ART; used only by the numpy ``__call__`` path (``"gpu"``: the
+        current CUDA device when torch sees one, else the CPU, looked up at the first numpy call, so that building a
+        defence starts no CUDA context). The PyTorch path always runs on the device of its input tensor.
     :param apply_fit: Apply the defence during ``fit`` (default ``False``: purifiers are test-time only).
     :param apply_predict: Apply the defence during ``predict`` and every gradient call.
     """
@@ -84,7 +87,10 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         apply_fit: bool = False,
         apply_predict: bool = True,
     ) -> None:
-        super().__init__(device_type=device_type, is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        # ART's "gpu" would call torch.cuda.current_device() here (a CUDA context, even for CPU use): see `device`.
+        super().__init__(device_type="cpu", is_fitted=True, apply_fit=apply_fit, apply_predict=apply_predict)
+        self.device_type = check_choice("device_type", device_type, ("cpu", "gpu"))
+        self._device = None
         self.gradient = gradient
         self.batch_size = batch_size
         self.clip_values = clip_values
@@ -92,6 +98,14 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         self.channels_first = channels_first
         self.seed = seed
         self._networks: dict[str, nn.Module] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the numpy path (``__call__``, ``estimate_gradient``) runs: the CPU for ``device_type="cpu"``, else the
+        best available device (:func:`~art_purifiers.devices.default_device`), looked up at first use."""
+        if self._device is None:
+            self._device = torch.device("cpu") if self.device_type == "cpu" else default_device()
+        return self._device
 
     @classmethod
     def __subclasshook__(cls, subclass):
@@ -246,12 +260,12 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
             raise ValueError(f"Expected {self.channels} channels on axis 1, got shape {tuple(x.shape)}.")
         if not x.is_floating_point():
             raise ValueError(f"Expected a floating-point tensor, got {x.dtype}.")
-        values = x.detach()
-        if not bool(torch.isfinite(values).all()):
+        # One host sync: the extremes are NaN when any value is, infinite when any value is.
+        smallest, largest = torch.stack(torch.aminmax(x.detach())).tolist()
+        if not (math.isfinite(smallest) and math.isfinite(largest)):
             raise ValueError("Input contains NaN or infinite values.")
         low, high = float(self.clip_values[0]), float(self.clip_values[1])
         tolerance = 1e-6 * (high - low)
-        smallest, largest = float(values.min()), float(values.max())
         if smallest < low - tolerance or largest > high + tolerance:
             raise ValueError(
                 f"Input values must lie in clip_values {tuple(self.clip_values)}, "
@@ -265,10 +279,8 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
 
     def _networks_to(self, device: torch.device) -> None:
         for name, network in self._networks.items():
-            parameter = next(network.parameters(), None)
-            if parameter is not None and parameter.device != device:
-                self._networks[name] = network.to(device)
-                setattr(self, name, self._networks[name])
+            self._networks[name] = module_on(network, device)
+            setattr(self, name, self._networks[name])
 
     def _chunks(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
         yield from torch.split(x, int(self.batch_size), dim=0)
@@ -276,8 +288,10 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     def _purify_in_chunks(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         low, high = float(self.clip_values[0]), float(self.clip_values[1])
         with torch.enable_grad() if self.needs_grad else contextlib.nullcontext():
-            out = [self._finite(self.purify(chunk, generator)).clamp(low, high) for chunk in self._chunks(x)]
-        return out[0] if len(out) == 1 else torch.cat(out, dim=0)
+            out = [self.purify(chunk, generator) for chunk in self._chunks(x)]
+        # float32 as promised, also under a caller's autocast region; one finiteness check (host sync) per call.
+        purified = (out[0] if len(out) == 1 else torch.cat(out, dim=0)).to(torch.float32)
+        return self._finite(purified).clamp(low, high)
 
     def _finite(self, purified: torch.Tensor) -> torch.Tensor:
         """``purified`` unchanged if every value is finite; else raise. Checked before clipping, which would turn
@@ -289,6 +303,12 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         return purified
 
     __repr__ = Defence.__repr__  # ART's Preprocessor comes first in the method order
+
+
+def module_on(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module``, moved (in place) to ``device`` if its parameters are elsewhere."""
+    parameter = next(module.parameters(), None)
+    return module.to(device) if parameter is not None and parameter.device != device else module
 
 
 def _same(old, new) -> bool:

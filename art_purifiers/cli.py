@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -80,6 +81,8 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of numpy and torch before every attack")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch of the attacks and predictions")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="reproducible CUDA runs, slower (deterministic algorithms; docs: Defences and deployment)")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="adversarial-example cache folder")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     p.add_argument("--format", default="text", choices=FORMATS, help="table format printed and written to --output")
@@ -217,6 +220,9 @@ def _check_device(device: str | None) -> None:
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no CUDA device here; use --device cpu.")
+    from art_purifiers.devices import resolve_device
+
+    resolve_device(device, "--device")  # a malformed index, or one beyond the GPUs torch sees
 
 
 def _evaluation_device(requested: str | None, world: int) -> str:
@@ -271,6 +277,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from art_purifiers.defences import make_defence
+    from art_purifiers.devices import deterministic
     from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate
     from art_purifiers.evaluation.report import describe_data
     from art_purifiers.models import load_victim
@@ -294,13 +301,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     part = np.array_split(np.arange(len(x)), count)[index]
     if len(part) == 0:
         raise ValueError(f"Shard {index}/{count} of {len(x)} images is empty; use fewer shards.")
-    table = evaluate(
-        victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
-        batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
-        victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
-        queries=args.queries, source=None if args.source is None else load_victim(args.source).to(device),
-        source_name=str(args.source),
-    )
+    with deterministic() if args.deterministic else contextlib.nullcontext():
+        table = evaluate(
+            victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
+            batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
+            victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
+            queries=args.queries, source=None if args.source is None else load_victim(args.source).to(device),
+            source_name=str(args.source),
+        )
     source = args.data_root or "bundled sample"
     table.meta.update({"data_source": source, "split": args.split, "images": [int(part[0]), int(part[-1])],
                        "shard": [index, count],

@@ -29,6 +29,7 @@ from art.preprocessing.expectation_over_transformation.pytorch import EoTPyTorch
 from torch import nn
 
 from art_purifiers.checks import check_choice, check_integer
+from art_purifiers.devices import current_cuda_device, resolve_device
 from art_purifiers.keys import tensors_digest
 from art_purifiers.models.split import split_victim
 
@@ -163,18 +164,20 @@ class Deployment:
         return f"Deployment(model={_short(self.model)}, preprocessors={self.preprocessors!r})"
 
     def classifier(self, nb_classes: int = 10, input_shape: tuple[int, ...] = (3, 32, 32),
-                   clip_values: tuple[float, float] = (0.0, 1.0), device: str = "cpu") -> PyTorchClassifier:
-        """The ART ``PyTorchClassifier`` of this deployment (cross-entropy loss; ``device`` ``"cpu"`` or CUDA).
+                   clip_values: tuple[float, float] = (0.0, 1.0),
+                   device: str | torch.device | None = None) -> PyTorchClassifier:
+        """The ART ``PyTorchClassifier`` of this deployment (cross-entropy loss), with the model moved to ``device``.
 
+        :param device: ``None`` (the best available: the current CUDA device when torch sees one, else the CPU),
+            ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (that GPU, whichever is current); see
+            :func:`~art_purifiers.devices.resolve_device`.
         :raises ValueError: ``preprocessors`` holds one of ART's ``EoT*PyTorch`` preprocessors (see
-            :func:`refuse_art_eot`).
+            :func:`refuse_art_eot`), or a device that is not there.
         """
         refuse_art_eot(self.preprocessors)
-        return PyTorchClassifier(
-            model=self.model.eval(), loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
-            clip_values=clip_values, preprocessing_defences=list(self.preprocessors) or None,
-            device_type="cpu" if str(device) == "cpu" else "gpu",
-        )
+        return art_estimator(PyTorchClassifier, resolve_device(device), model=self.model.eval(),
+                             loss=nn.CrossEntropyLoss(), input_shape=input_shape, nb_classes=nb_classes,
+                             clip_values=clip_values, preprocessing_defences=list(self.preprocessors) or None)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """What the deployed classifier computes on ``x`` ``(N, C, H, W)``: each preprocessor's ``forward``, then the
@@ -186,6 +189,14 @@ class Deployment:
     def with_eot(self, draws: int) -> Deployment:
         """The same deployment with the expectation over ``draws`` draws inside the model (no preprocessors)."""
         return Deployment(EOTClassifier(self.model, self.preprocessors, draws), [])
+
+
+def art_estimator(cls: type, device: torch.device, **kwargs):
+    """``cls(**kwargs, device_type=...)``, an ART PyTorch estimator, on ``device`` exactly: ART takes the current CUDA
+    device for ``device_type="gpu"``, so ``cuda:N`` is made current while it is built (and ART's own preprocessing
+    with it)."""
+    with current_cuda_device(device):
+        return cls(**kwargs, device_type="cpu" if device.type == "cpu" else "gpu")
 
 
 def refuse_art_eot(preprocessors: Sequence[PreprocessorPyTorch]) -> None:

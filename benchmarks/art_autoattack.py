@@ -81,7 +81,7 @@ def classifier_for(spec: str, victim: nn.Module, gradient: str, eot: int | None)
     defence = make_defence(spec, victim, device_type="cpu").configured(gradient=gradient)
     if eot is not None:
         defence = defence.configured(seed=None)
-    return defence.deploy(victim, eot=eot).classifier()
+    return defence.deploy(victim, eot=eot).classifier(device="cpu")
 
 
 def measure(spec: str, gradient: str, eot: int | None, x: np.ndarray, y: np.ndarray, eps: float, eps_step: float,

@@ -261,7 +261,7 @@ def main() -> None:
     for seed in args.seeds:
         np.random.seed(seed)  # noqa: NPY002 (ART draws PGD's random start from numpy's global generator)
         torch.manual_seed(seed)
-        x_adv = spec.build(art_classifier(victim), seed=seed).generate(x, y)
+        x_adv = spec.build(art_classifier(victim, device="cpu"), seed=seed).generate(x, y)
         data[seed] = (torch.from_numpy(np.concatenate([x, x_adv])), y)
         robust.append(100 * float((predict(victim, data[seed][0][args.n :]) == y).mean()))
     result["victim"] = {"clean": 100 * float((predict(victim, torch.from_numpy(x)) == y).mean()),

@@ -37,7 +37,8 @@ args = parser.parse_args()
 x, y = load_sample(args.n)
 victim = load_victim("resnet20")
 bare = art_classifier(victim, device="cpu")
-deployed = {seed: DIRPreprocessor(seed=seed, device_type="cpu").deploy(victim).classifier() for seed in (0, 1, 2)}
+deployed = {seed: DIRPreprocessor(seed=seed, device_type="cpu").deploy(victim).classifier(device="cpu")
+            for seed in (0, 1, 2)}
 print(f"clean accuracy on {args.n} images: victim {accuracy(bare, x, y):.1f}%, DIR with deployment seeds 0/1/2 "
       + "/".join(f"{accuracy(c, x, y):.1f}" for c in deployed.values()) + "%")
 
@@ -49,8 +50,8 @@ print(f"clean accuracy on {args.n} images: victim {accuracy(bare, x, y):.1f}%, D
 # that of the defence's expected output.
 pgd = {"eps": 8 / 255, "eps_step": 2 / 255, "max_iter": 20, "verbose": False}
 attacker = DIRPreprocessor(device_type="cpu")
-single = attacker.deploy(victim).classifier()
-eot = attacker.deploy(victim, eot=args.draws).classifier()
+single = attacker.deploy(victim).classifier(device="cpu")
+eot = attacker.deploy(victim, eot=args.draws).classifier(device="cpu")
 for name, classifier in (("single-draw gradients", single), (f"EOT over {args.draws} draws", eot)):
     np.random.seed(0)  # noqa: NPY002 (ART's random start uses numpy's global generator)
     x_adv = ProjectedGradientDescent(classifier, **pgd).generate(x, y=y)
@@ -64,11 +65,11 @@ for name, classifier in (("single-draw gradients", single), (f"EOT over {args.dr
 # ``resnet20-at``), beside that classifier alone under the same PGD-20.
 robust = load_victim("resnet20-at")
 robust_alone = art_classifier(robust, device="cpu")
-dir_at = DIRPreprocessor("cifar10_at", seed=0, device_type="cpu").deploy(robust).classifier()
+dir_at = DIRPreprocessor("cifar10_at", seed=0, device_type="cpu").deploy(robust).classifier(device="cpu")
 np.random.seed(0)  # noqa: NPY002
 x_at_alone = ProjectedGradientDescent(robust_alone, **pgd).generate(x, y=y)
 np.random.seed(0)  # noqa: NPY002
-eot_at = DIRPreprocessor("cifar10_at", device_type="cpu").deploy(robust, eot=args.draws).classifier()
+eot_at = DIRPreprocessor("cifar10_at", device_type="cpu").deploy(robust, eot=args.draws).classifier(device="cpu")
 x_at_eot = ProjectedGradientDescent(eot_at, **pgd).generate(x, y=y)
 print(f"PGD-AT ResNet-20 alone: clean {accuracy(robust_alone, x, y):.1f}%, "
       f"PGD-20 {accuracy(robust_alone, x_at_alone, y):.1f}%; with DIR (seed 0): clean {accuracy(dir_at, x, y):.1f}%, "

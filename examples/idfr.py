@@ -37,9 +37,9 @@ args = parser.parse_args()
 x, y = load_sample(args.n)
 victim = load_victim("resnet20")
 bare = art_classifier(victim, device="cpu")
-denoiser_only = IDFRDefence(restorer=False, device_type="cpu").deploy(victim).classifier()
+denoiser_only = IDFRDefence(restorer=False, device_type="cpu").deploy(victim).classifier(device="cpu")
 idfr = IDFRDefence(device_type="cpu")
-full = idfr.deploy(victim).classifier()
+full = idfr.deploy(victim).classifier(device="cpu")
 print(f"clean accuracy on {args.n} images: victim {accuracy(bare, x, y):.1f}%, "
       f"denoiser {accuracy(denoiser_only, x, y):.1f}%, denoiser + restorer {accuracy(full, x, y):.1f}%")
 

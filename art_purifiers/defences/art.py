@@ -48,8 +48,7 @@ class ARTPreprocessor(PurifierPreprocessor):
         self.differentiable = issubclass(cls, PreprocessorPyTorch)
         default = "exact" if self.differentiable else "bpda"
         super().__init__(gradient=gradient or default, **kwargs)
-        self._art_device_type = kwargs.get("device_type", "gpu")
-        self.art_defence = self._build(cls, self._art_device_type)
+        self.art_defence = self._build(cls)
         self._check_params()
 
     def _rebuild(self, changed: set[str]) -> None:
@@ -63,17 +62,19 @@ class ARTPreprocessor(PurifierPreprocessor):
             self.randomized = ART_DEFENCES[self.preprocessor].randomized
             self.differentiable = issubclass(cls, PreprocessorPyTorch)
             self.clip_values = self._checked_clip_values(self.clip_values)
-            self.art_defence = self._build(cls, self._art_device_type)
+            self.art_defence = self._build(cls)
 
-    def _build(self, cls: type[Preprocessor], device_type: str) -> Preprocessor:
+    def _build(self, cls: type[Preprocessor]) -> Preprocessor:
         accepted = inspect.signature(cls.__init__).parameters
         managed = {"clip_values", "channels_first", "apply_fit", "apply_predict", "device_type"}
         unknown = sorted(set(self.options) - set(accepted) | set(self.options) & managed)
         if unknown:
             free = sorted(set(accepted) - managed - {"self"})
             raise ValueError(f"Unknown or managed option(s) {unknown} for ART's {cls.__name__}; its options: {free}.")
+        # ART's PyTorch preprocessors follow their input's device in forward (the only method called here), so
+        # "cpu" costs nothing and spares the CUDA context that "gpu" would create when the object is built.
         extra = {"clip_values": tuple(self.clip_values), "channels_first": True, "apply_fit": False,
-                 "apply_predict": True, "device_type": device_type}
+                 "apply_predict": True, "device_type": "cpu"}
         return cls(**self.options, **{k: v for k, v in extra.items() if k in accepted})
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -94,7 +95,7 @@ class ARTPreprocessor(PurifierPreprocessor):
 def _numpy_global_seed(generator: torch.Generator):
     """Seed numpy's global generator from ``generator`` for ART code that draws from it; restore it afterwards."""
     state = np.random.get_state()  # noqa: NPY002 (ART draws from the legacy global generator)
-    np.random.seed(int(torch.randint(2**32, (), generator=generator)))  # noqa: NPY002
+    np.random.seed(int(torch.randint(2**32, (), generator=generator, device="cpu")))  # noqa: NPY002
     try:
         yield
     finally:

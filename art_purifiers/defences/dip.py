@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.base import PurifierPreprocessor, module_on
 from art_purifiers.checks import check_integer, check_number
 from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, check_image_size, dip_snapshots, dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
@@ -73,7 +73,7 @@ class _DIPDefence(PurifierPreprocessor):
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         # Up front, naming the defence: too small an image would otherwise fail inside batch norm.
         check_image_size(self.network_config, x.shape[-2], x.shape[-1], type(self).__name__)
-        seeds = torch.randint(0, 2**62, (len(x),), generator=generator).tolist()
+        seeds = torch.randint(0, 2**62, (len(x),), generator=generator, device="cpu").tolist()
         return self.purify_with_seeds(x, seeds)
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
@@ -161,6 +161,14 @@ class DIPPreprocessor(_DIPDefence):
         self.grid, self.keep, self.step = grid, keep, step
         self._check_params()
 
+    def _networks_to(self, device: torch.device) -> None:
+        """The victim follows the input's device as the registered networks do (it is not registered, which would
+        freeze the caller's model): a second instance, or a copy made by :meth:`configured`, is not the one ART
+        moved."""
+        super()._networks_to(device)
+        if isinstance(self.classifier, nn.Module):
+            self.classifier = module_on(self.classifier, device)
+
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax of the victim on ``(m, C, H, W)`` images, in chunks of ``batch_size``."""
         out = []
@@ -211,7 +219,7 @@ class DIPPreprocessor(_DIPDefence):
         if decisions is None:
             decisions = self.decide(x, snaps)
         labels = decisions.probs.argmax(-1)
-        iterations = torch.as_tensor(np.asarray(iterations))
+        iterations = torch.as_tensor(np.asarray(iterations), device="cpu")
         return torch.stack([self._reconstruct(i, x[i], snaps[:, i], labels[:, i], decisions.quality[:, i],
                                               iterations, int(decisions.input_labels[i]), boundary)
                             for i in range(len(x))])

@@ -6,6 +6,8 @@ import torch
 from art.estimators.classification import PyTorchClassifier
 from torch import nn
 
+from art_purifiers.deploy import art_estimator
+
 
 class CWMarginLoss(nn.Module):
     """Carlini & Wagner's margin ``min(max_{j != y} z_j - z_y, kappa)``, averaged; maximised by the attack."""
@@ -25,8 +27,11 @@ class CWMarginLoss(nn.Module):
 
 
 def with_loss(classifier: PyTorchClassifier, loss: nn.Module) -> PyTorchClassifier:
-    """The same classifier (model, defences, preprocessing, device) with another training loss."""
-    return PyTorchClassifier(
+    """The same classifier (model, defences, preprocessing, device: ``cuda:N`` stays ``cuda:N``) with another
+    training loss."""
+    return art_estimator(
+        PyTorchClassifier,
+        classifier.device,
         model=classifier.model,
         loss=loss,
         input_shape=classifier.input_shape,
@@ -35,7 +40,6 @@ def with_loss(classifier: PyTorchClassifier, loss: nn.Module) -> PyTorchClassifi
         preprocessing_defences=classifier.preprocessing_defences,
         postprocessing_defences=classifier.postprocessing_defences,
         preprocessing=classifier.preprocessing,
-        device_type="cpu" if classifier.device.type == "cpu" else "gpu",
     )
 
 

@@ -38,6 +38,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from art_purifiers.deploy import Defence, Deployment
+from art_purifiers.devices import resolve_device
 from art_purifiers.evaluation.attacks import AttackSpec
 from art_purifiers.evaluation.decision import BudgetedHopSkipJump
 from art_purifiers.evaluation.names import THREATS
@@ -55,9 +56,10 @@ def art_classifier(
     defences: list | None = None,
     nb_classes: int = 10,
     input_shape: tuple[int, int, int] = (3, 32, 32),
-    device: str = "cpu",
+    device: str | torch.device | None = None,
 ) -> PyTorchClassifier:
-    """An ART ``PyTorchClassifier`` for a model taking ``[0, 1]`` images, optionally with preprocessing defences."""
+    """An ART ``PyTorchClassifier`` for a model taking ``[0, 1]`` images, optionally with preprocessing defences, on
+    ``device`` (``None``: the best available, see :meth:`~art_purifiers.deploy.Deployment.classifier`)."""
     return Deployment(model, list(defences or [])).classifier(nb_classes, input_shape, device=device)
 
 
@@ -167,13 +169,15 @@ class _Evaluation:
 
     def __init__(self, victim, defences, x, y, seed, batch_size, device, cache_dir, verbose, eot_draws, queries,
                  source=None, source_name="source"):
+        device = resolve_device(device)
         self.victim, self.defences, self.x, self.y = victim, dict(defences), x, y
         self.source, self.source_name = source, source_name
         self.source_classifier = None if source is None else Deployment(source).classifier(device=device)
         self.seed, self.batch_size, self.device, self.verbose = seed, batch_size, device, verbose
         self.eot_draws, self.queries = eot_draws, queries
         self.cache = AdversarialCache(cache_dir)
-        self.base_key = (fingerprint(victim), fingerprint(x, y), seed)
+        # GPU numerics differ from the CPU's: the device type joins the key, but not on the CPU, so older keys hold.
+        self.base_key = (fingerprint(victim), fingerprint(x, y), seed, *([device.type] if device.type != "cpu" else []))
         self.deployed = {NO_VICTIM_DEFENCE: Deployment(victim).classifier(device=device)}
         self.deployed.update({name: self.classifier(d) for name, d in defences.items()})
         self.clean_correct = {name: correct(c, x, y, batch_size) for name, c in self.deployed.items()}
@@ -229,7 +233,7 @@ def evaluate(
     attack: AttackSpec | Sequence[AttackSpec] | None = None,
     seed: int = 0,
     batch_size: int = 128,
-    device: str = "cpu",
+    device: str | torch.device | None = None,
     cache_dir: str | Path | None = None,
     victim_name: str = "victim",
     verbose: bool = False,
@@ -248,6 +252,8 @@ def evaluate(
     :param attack: The attack(s) of every gradient threat model, one row each (default: AutoAttack, Linf
         8/255). ``decision`` uses HopSkipJump with each attack's norm and eps.
     :param seed: Seed of numpy/torch before every attack.
+    :param device: Where the victim and the defences run: ``None`` (the best available: the current CUDA device when
+        torch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
     :param cache_dir: Folder of the adversarial-example cache, or ``None``.
     :param eot_draws: Draws averaged by the ``eot`` threat model (and ``decision`` on random defences).
     :param queries: HopSkipJump's query budget per image (``decision``).

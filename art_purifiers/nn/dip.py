@@ -28,6 +28,7 @@ from torch.autograd.function import once_differentiable
 from tqdm.auto import tqdm
 
 from art_purifiers.checks import check_integer
+from art_purifiers.nn.resampling import resize_bilinear
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,7 @@ class _Scale(nn.Module):
         deep = self.down(x)
         if self.deeper is not None:
             deep = self.deeper(deep)
-        deep = F.interpolate(deep, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        deep = resize_bilinear(deep, x.shape[-2:])
         joined = deep if self.skip is None else torch.cat([self.skip(x), deep], dim=1)
         return self.up(self.join_norm(joined))
 
@@ -306,8 +307,8 @@ class BatchedSkipNet(nn.Module):
                 w = module.weight.view(self.n, module.cout, module.cin, module.kernel, module.kernel)
                 b = module.bias.view(self.n, module.cout)
                 for i, generator in enumerate(generators):
-                    w[i].copy_(torch.rand(w[i].shape, generator=generator) * 2 * bound - bound)
-                    b[i].copy_(torch.rand(b[i].shape, generator=generator) * 2 * bound - bound)
+                    w[i].copy_(torch.rand(w[i].shape, generator=generator, device="cpu") * 2 * bound - bound)
+                    b[i].copy_(torch.rand(b[i].shape, generator=generator, device="cpu") * 2 * bound - bound)
             elif isinstance(module, _Norm):
                 module.reset_parameters()
 
@@ -381,10 +382,11 @@ def dip_trace(
     with torch.enable_grad():
         groups = []
         for start, stop in _groups(n, config, c, device):
-            net = BatchedSkipNet(stop - start, config, out_channels=c)
+            with torch.device("cpu"):  # where the draws are, whatever the default device
+                net = BatchedSkipNet(stop - start, config, out_channels=c)
             net.reset_parameters(generators[start:stop])
             net = net.to(device).train()
-            noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g) * noise_scale
+            noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g, device="cpu") * noise_scale
                                  for g in generators[start:stop]])
             noise = noise.to(device).requires_grad_(optimise_input)
             optimiser = _adam([*net.parameters(), *([noise] if optimise_input else [])], lr, device)
@@ -396,7 +398,8 @@ def dip_trace(
             for net, noise, optimiser, group_target, group_generators in groups:
                 net_input = noise
                 if input_jitter > 0:
-                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g) for g in group_generators])
+                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g, device="cpu")
+                                          for g in group_generators])
                     net_input = noise + input_jitter * jitter.to(device)
                 out = net(net_input)
                 mse = ((out - group_target) ** 2).mean(dim=(1, 2, 3))

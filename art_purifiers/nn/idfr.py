@@ -11,6 +11,7 @@ from torch import nn
 
 from art_purifiers.checks import check_integer
 from art_purifiers.nn.registry import register_network
+from art_purifiers.nn.resampling import resize_bilinear
 
 #: Table 6's widths: layers 1-5 (encoder), then 6-7 and 8 (decoder); layer 9 maps to the image's channels.
 DENOISER_WIDTHS = (32, 32, 64, 64, 128, 192, 64, 96)
@@ -64,9 +65,9 @@ class InputDenoiser(nn.Module):
         x1 = self.layer1(x)
         x2 = self.layer3(self.layer2(x1))
         x3 = self.layer5(self.layer4(x2))
-        up = F.interpolate(x3, size=x2.shape[-2:], mode="bilinear", align_corners=False)
+        up = resize_bilinear(x3, x2.shape[-2:])  # deterministic under devices.deterministic(), also on CUDA
         out = self.layer7(self.layer6(torch.cat([up, x2], dim=1)))
-        up = F.interpolate(out, size=x1.shape[-2:], mode="bilinear", align_corners=False)
+        up = resize_bilinear(out, x1.shape[-2:])
         return self.layer9(self.layer8(torch.cat([up, x1], dim=1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from art_purifiers.nn.registry import register_network
 
 def token_order(n: int, tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A random order of each image's tokens, ``(n, tokens)`` positions; drawn on the CPU from ``generator``."""
-    return torch.argsort(torch.rand(n, tokens, generator=generator), dim=1)
+    return torch.argsort(torch.rand(n, tokens, generator=generator, device="cpu"), dim=1)
 
 
 def complementary_masks(n: int, tokens: int, views: int = 2, ratio: float = 0.5,
@@ -35,8 +35,8 @@ def complementary_masks(n: int, tokens: int, views: int = 2, ratio: float = 0.5,
         raise ValueError(f"With {views} complementary views each masks 1 - 1/{views} of the tokens; got ratio {ratio}.")
     counts = view_sizes(tokens, views, ratio)
     order = token_order(n, tokens, generator) if order is None else order
-    assignment = torch.repeat_interleave(torch.arange(views), torch.tensor(counts))
-    out = torch.empty(n, tokens, dtype=torch.long)
+    assignment = torch.repeat_interleave(torch.arange(views, device="cpu"), torch.tensor(counts, device="cpu"))
+    out = torch.empty(n, tokens, dtype=torch.long, device="cpu")
     out.scatter_(1, order.cpu(), assignment.expand(n, tokens).contiguous())
     return out
 
@@ -167,7 +167,7 @@ class MaskedViTDenoiser(nn.Module):
             return [(index, index) for index in visible]
         if order is None or order.shape != views.shape:
             raise ValueError("view_placement='first' decodes by the draw's order: pass order=(N, tokens) positions.")
-        starts = torch.cumsum(torch.tensor([0] + [int(size[0]) for size in sizes]), 0).tolist()
+        starts = torch.cumsum(torch.tensor([0] + [int(size[0]) for size in sizes], device="cpu"), 0).tolist()
         visible = [order[:, starts[view]:starts[view + 1]] for view in range(count)]
         if any(bool((views.gather(1, index) != view).any()) for view, index in enumerate(visible)):
             raise ValueError("order does not match views: each view must take the next positions of the order.")

@@ -7,6 +7,7 @@ Coordinates are in pixels: pixel ``[i, j]`` of the output takes the colour of th
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 #: Naive samplers (Eqs. 7 and 8): one fixed shift for every pixel, or a random shift per pixel.
 SAMPLERS = ("invariant", "variant")
@@ -34,9 +35,9 @@ def naive_shifts(
     :param generator: Source of the variant sampler's random numbers.
     """
     if sampler == "invariant":
-        return torch.full((1, 1, 1, 2), float(magnitude))
+        return torch.full((1, 1, 1, 2), float(magnitude), device="cpu")
     if sampler == "variant":
-        return torch.rand((n, height, width, 2), generator=generator) * float(magnitude)
+        return torch.rand((n, height, width, 2), generator=generator, device="cpu") * float(magnitude)
     raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}.")
 
 
@@ -79,3 +80,32 @@ def shift_resample(
     top = _gather(images, r0, c0, padding_mode) * (1 - dv) + _gather(images, r0, c0 + 1, padding_mode) * dv
     bottom = _gather(images, r0 + 1, c0, padding_mode) * (1 - dv) + _gather(images, r0 + 1, c0 + 1, padding_mode) * dv
     return top * (1 - du) + bottom * du
+
+
+def resize_bilinear(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate(images, size, mode="bilinear", align_corners=False)`` for ``(N, C, h, w)`` images, except off
+    the CPU under ``torch.use_deterministic_algorithms`` (:func:`art_purifiers.devices.deterministic`): CUDA's
+    upsampling backward has no deterministic kernel there (it raises), so the same resize is computed by
+    :func:`resize_by_selection`, whose backward has one.
+    """
+    if images.device.type == "cpu" or not torch.are_deterministic_algorithms_enabled():
+        return F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    return resize_by_selection(images, size)
+
+
+def resize_by_selection(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PyTorch's bilinear resize (``align_corners=False``) of ``(N, C, h, w)`` images to ``size`` ``(H, W)``, as row
+    then column selections (``index_select``) and weights; equal to ``F.interpolate`` up to rounding."""
+    lower, upper, weight = _source_pixels(images.shape[-2], size[0], images)
+    rows = images.index_select(2, lower) * (1 - weight).view(-1, 1) + images.index_select(2, upper) * weight.view(-1, 1)
+    lower, upper, weight = _source_pixels(images.shape[-1], size[1], images)
+    return rows.index_select(3, lower) * (1 - weight) + rows.index_select(3, upper) * weight
+
+
+def _source_pixels(size_in: int, size_out: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Along one axis, PyTorch's source of each output pixel for ``align_corners=False``: ``(lower index, upper
+    index, weight of the upper)``, each ``(size_out,)``, on ``like``'s device in its dtype."""
+    source = (torch.arange(size_out, device=like.device, dtype=like.dtype) + 0.5) * (size_in / size_out) - 0.5
+    source = source.clamp(min=0)
+    lower = source.floor().long().clamp(max=size_in - 1)
+    return lower, (lower + 1).clamp(max=size_in - 1), source - lower
