@@ -81,17 +81,18 @@ PRESETS: dict[str, ThreatModel] = {
 assert tuple(PRESETS) == THREATS  # noqa: S101 (names.py lists them for the command line, in row order)
 
 
-def threat_model(name: str, **axes) -> ThreatModel:
-    """The preset ``name`` with some axes changed, e.g. ``threat_model("eot", gradient="bpda")`` (BPDA+EOT).
+def threat_model(base: str, /, **axes) -> ThreatModel:
+    """The preset ``base`` with some axes changed, e.g. ``threat_model("eot", gradient="bpda")`` (BPDA+EOT; give it
+    ``name="eot-bpda"`` to report it beside the preset).
 
-    :raises ValueError: ``name`` is no preset, or an axis is unknown or bad.
+    :raises ValueError: ``base`` is no preset, or an axis is unknown or bad.
     """
-    if name not in PRESETS:
-        raise ValueError(f"Unknown threat models [{name!r}]; choose from {THREATS}.")
-    unknown = sorted(set(axes) - {f.name for f in fields(ThreatModel)} - {"name"})
+    if base not in PRESETS:
+        raise ValueError(f"Unknown threat models [{base!r}]; choose from {THREATS}.")
+    unknown = sorted(set(axes) - {f.name for f in fields(ThreatModel)})
     if unknown:
-        raise ValueError(f"ThreatModel has no axis {unknown}; its axes: crafted_on, gradient, eot.")
-    return replace(PRESETS[name], **axes)
+        raise ValueError(f"ThreatModel has no axis {unknown}; its axes: name, crafted_on, gradient, eot.")
+    return replace(PRESETS[base], **axes)
 
 
 @dataclass(frozen=True)
