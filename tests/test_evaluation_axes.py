@@ -266,3 +266,40 @@ def test_eot_in_one_forward_equals_sequential_draws(tiny_model, images, per_forw
         calls = [r.view(len(images), -1, *images.shape[1:]) for r in noise.record]
         draws = torch.cat(calls, dim=1)
         torch.testing.assert_close(value, sum(tiny_model(draws[:, k]) for k in range(4)) / 4, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Command line: the new axes' flags.
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--protocol-draws", "1"], "--protocol-draws must be an integer in"),
+    (["--draws-per-forward", "0"], "--draws-per-forward must be an integer in"),
+    (["--deployment-seeds", "-1"], "--deployment-seeds must be an integer in"),
+    (["--deployment-seeds", "1", "1"], "--deployment-seeds must be distinct"),
+], ids=["protocol-draws-one", "draws-per-forward-zero", "deployment-seed-negative", "deployment-seeds-twice"])
+def test_bad_axis_arguments(capsys, argv, message):
+    from art_purifiers.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--quiet", "--no-cache", *argv])
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and error.count("\n") == 1 and message in error
+
+
+def test_cli_protocol_rows(tmp_path, capsys):
+    import json
+
+    from art_purifiers.cli import main
+
+    out = tmp_path / "table.json"
+    assert main(["evaluate", "--n", "4", "--attack", "fgsm", "--threat", "clean", "oblivious", "--defence",
+                 "resampling:sampler=variant", "--deployment-seeds", "2", "--protocol", "worst", "majority",
+                 "--protocol-draws", "3", "--no-cache", "--quiet", "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    rows = [(r["defence"], r["threat"], r["attack"]) for r in table["rows"]]
+    assert ("resampling:sampler=variant,seed=2", "clean", "worst of 3") in rows
+    assert ("resampling:sampler=variant,seed=2", "oblivious", "fgsm Linf eps=8/255 [majority of 3]") in rows
+    assert table["meta"]["protocol_draws"] == 3 and table["meta"]["images"] == [0, 3]
+    assert "seeds 2" in capsys.readouterr().out
