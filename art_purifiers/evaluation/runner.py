@@ -260,7 +260,7 @@ class _Evaluation:
             mean_ra = 100.0 * float(per_draw.mean())
         seeds = "fresh draws" if clean.seeds is None else "seeds " + ",".join(map(str, clean.seeds))
         mean = f"mean single-draw {'RA' if x_adv is not None else 'SA'} {100.0 * float(per_draw.mean()):.1f}%"
-        note = f"{protocol} of {n_draws} draws ({seeds}, {clean.draws_per_forward} per forward); {mean}"
+        note = f"{protocol} of {n_draws} draws ({seeds}; {clean.draws_per_forward} draws per forward); {mean}"
         label = f"{protocol} of {n_draws}" if single.attack == "-" else f"{single.attack} [{protocol} of {n_draws}]"
         params = {**single.attack_params, "protocol": protocol, "protocol_draws": n_draws,
                   "draws_per_forward": clean.draws_per_forward, "protocol_seeds": clean.seeds,
