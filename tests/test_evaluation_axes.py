@@ -89,6 +89,7 @@ def test_presets_are_todays_threat_models():
     (lambda: EvaluationSettings(batch_size=0), "batch_size"),
     (lambda: EvaluationSettings(device="tpu"), "device"),
     (lambda: EvaluationSettings(verbose="yes"), "verbose"),
+    (lambda: EvaluationSettings(cache_dir=3), "cache_dir"),
     (lambda: EvaluationSettings(victim_name=3), "victim_name"),
     (lambda: EvaluationSettings(data="test 0..9"), "DataSlice"),
     (lambda: EvaluationSettings(threats=("clean", PRESETS["clean"])), "distinct"),
@@ -162,6 +163,17 @@ def test_protocols_on_a_defence_with_known_draws(plain_images, per_forward, seed
         assert "seeds 5" in worst.note and "4 draws" in worst.note
     assert table.meta["protocols"] == ["single", "majority", "worst"] and table.meta["protocol_draws"] == 4
     assert not [r for r in table.rows if r.defence == "none" and "of 4" in r.attack]  # no draws for the bare victim
+
+
+def test_reading_compares_single_draw_rows():
+    from art_purifiers.evaluation import ResultRow, ResultTable
+
+    def row(threat, attack, ra, params):
+        return ResultRow.from_counts("d", threat, attack, 10, ra, 10, 1.0, "", {}, params)
+
+    table = ResultTable([row("oblivious", "pgd", 5, {}), row("bpda", "pgd", 4, {}),
+                         row("bpda", "pgd [worst of 4]", 1, {"protocol": "worst"})])
+    assert "d 50.0% oblivious -> 40.0% bpda" in table.reading()
 
 
 def test_draws_of_an_unseeded_defence_are_fresh(tiny_model, images):

@@ -10,6 +10,7 @@ line does. Both are frozen and checked when built: a bad value is a one-line ``V
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -189,8 +190,11 @@ class EvaluationSettings:
             if not seeds or len(set(seeds)) != len(seeds):
                 raise ValueError(f"deployment_seeds must be distinct seeds, at least one, got {seeds!r}.")
             set_(self, "deployment_seeds", seeds)
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
+        if str(self.device).split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}.")
+        set_(self, "device", str(self.device))  # a torch.device is welcome too
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValueError(f"cache_dir must be a folder path or None, got {self.cache_dir!r}.")
         for name in ("victim_name", "source_name"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}.")
