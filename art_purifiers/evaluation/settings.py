@@ -212,10 +212,6 @@ class EvaluationSettings:
         """Whether a threat model crafts its examples on ``place`` (one of :data:`CRAFTED_ON`)."""
         return any(t.crafted_on == place for t in self.threats)
 
-    def with_changes(self, **changes) -> EvaluationSettings:
-        """A copy with some fields changed (checked again)."""
-        return replace(self, **changes)
-
 
 def _sequence(name: str, value) -> tuple:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
