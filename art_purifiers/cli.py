@@ -32,7 +32,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def _evaluate_parser(sub) -> None:
-    from art_purifiers.evaluation.names import ATTACKS, FORMATS, THREATS
+    from art_purifiers.evaluation.names import ATTACKS, FORMATS, PROTOCOLS, THREATS
     from art_purifiers.methods import defence_names
 
     p = sub.add_parser(
@@ -77,7 +77,17 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4; main job: 2/255)")
     p.add_argument("--no-random-start", action="store_true", help="PGD and C&W start at the clean image")
     p.add_argument("--eot-draws", type=int, default=8, help="draws averaged by the eot threat model")
-    p.add_argument("--queries", type=int, default=1000, help="HopSkipJump queries per image (decision)")
+    p.add_argument("--queries", type=int, default=1000, help="HopSkipJump queries per image (decision, and "
+                   "--attack hopskipjump)")
+    p.add_argument("--protocol", nargs="+", default=["single"], choices=PROTOCOLS,
+                   help="test-time protocols of random defences, rows beside the single draw: majority (vote of "
+                   "--protocol-draws draws, a tie is wrong), worst (robust only if every draw is correct)")
+    p.add_argument("--protocol-draws", type=int, default=16, help="draws N of the majority and worst protocols")
+    p.add_argument("--draws-per-forward", type=int, default=None,
+                   help="draws batched into one forward, for EOT and the protocols (default: all; lower it when "
+                   "draws x batch images do not fit in memory)")
+    p.add_argument("--deployment-seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="deploy every random defence with each seed (rows NAME:seed=S; the attacks run once)")
     p.add_argument("--seed", type=int, default=0, help="seed of numpy and torch before every attack")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch of the attacks and predictions")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -182,9 +192,13 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
     args.eps_values = [_budget("--eps", text, args.norm) for text in args.eps]
     args.step_size_value = None if args.step_size is None else _budget("--step-size", args.step_size, args.norm)
     for option, minimum in (("n", 1), ("steps", 1), ("eot_draws", 1), ("queries", 1), ("batch_size", 1),
-                            ("seed", 0)):
+                            ("seed", 0), ("protocol_draws", 2), ("draws_per_forward", 1)):
         if getattr(args, option) is not None:
             check_integer(f"--{option.replace('_', '-')}", getattr(args, option), minimum=minimum)
+    for seed in args.deployment_seeds or []:
+        check_integer("--deployment-seeds", seed, minimum=0, maximum=2**63 - 1)
+    if args.deployment_seeds is not None and len(set(args.deployment_seeds)) != len(args.deployment_seeds):
+        raise ValueError(f"--deployment-seeds must be distinct, got {args.deployment_seeds}.")
     _shard(args.shard, 0, 1)
     for option in ("output", "json", "plot"):
         _writable(f"--{option}", getattr(args, option))
@@ -271,6 +285,24 @@ def _load_images(args: argparse.Namespace):
         raise ValueError(f"--n {args.n}: {error}") from error
 
 
+def _evaluation_settings(args: argparse.Namespace, first: int, shard: tuple[int, int], device: str, verbose: bool):
+    """The evaluation's axes from the checked arguments (threat names are presets, in their usual order)."""
+    from art_purifiers.evaluation import AttackSpec, DataSlice, EvaluationSettings
+    from art_purifiers.evaluation.names import THREATS
+
+    specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
+                        random_start=not args.no_random_start, queries=args.queries)
+             for name in args.attack for eps in args.eps_values]
+    return EvaluationSettings(
+        threats=tuple(name for name in THREATS if name in args.threat), attacks=tuple(specs),
+        eot_draws=args.eot_draws, queries=args.queries, protocols=tuple(args.protocol),
+        protocol_draws=args.protocol_draws, draws_per_forward=args.draws_per_forward,
+        deployment_seeds=None if args.deployment_seeds is None else tuple(args.deployment_seeds), seed=args.seed,
+        batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
+        verbose=verbose, victim_name=str(args.victim), source_name=str(args.source),
+        data=DataSlice(args.data_root or "bundled sample", args.split, first, shard))
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     _check_evaluate_args(args)
     import numpy as np
@@ -278,13 +310,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from art_purifiers.defences import make_defence
     from art_purifiers.devices import deterministic
-    from art_purifiers.evaluation import AttackSpec, ResultTable, evaluate
-    from art_purifiers.evaluation.report import describe_data
+    from art_purifiers.evaluation import ResultTable, evaluate
     from art_purifiers.models import load_victim
 
-    specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
-                        random_start=not args.no_random_start)
-             for name in args.attack for eps in args.eps_values]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = _evaluation_device(args.device, world)
@@ -301,19 +329,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     part = np.array_split(np.arange(len(x)), count)[index]
     if len(part) == 0:
         raise ValueError(f"Shard {index}/{count} of {len(x)} images is empty; use fewer shards.")
+    settings = _evaluation_settings(args, int(part[0]), (index, count), device, not args.quiet and rank == 0)
     with deterministic() if args.deterministic else contextlib.nullcontext():
-        table = evaluate(
-            victim, defences, x[part], y[part], threats=tuple(args.threat), attack=specs, seed=args.seed,
-            batch_size=args.batch_size, device=device, cache_dir=None if args.no_cache else args.cache_dir,
-            victim_name=str(args.victim), verbose=not args.quiet and rank == 0, eot_draws=args.eot_draws,
-            queries=args.queries, source=None if args.source is None else load_victim(args.source).to(device),
-            source_name=str(args.source),
-        )
-    source = args.data_root or "bundled sample"
-    table.meta.update({"data_source": source, "split": args.split, "images": [int(part[0]), int(part[-1])],
-                       "shard": [index, count],
-                       "data": describe_data(source, int(part[0]), int(part[-1]), (index, count), args.split),
-                       "command": "art-purifiers " + " ".join(sys.argv[1:])})
+        table = evaluate(victim, defences, x[part], y[part], settings,
+                         source=None if args.source is None else load_victim(args.source).to(device))
+    table.meta["command"] = "art-purifiers " + " ".join(sys.argv[1:])
     if args.main_job:
         table.meta["main_job"] = ("no defence, threat model or attack named: IRAD and resampling under clean, "
                                   "oblivious and adaptive PGD-20 (step 2/255); name any of them for other runs")

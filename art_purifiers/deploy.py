@@ -186,9 +186,10 @@ class Deployment:
             x, _ = preprocessor.forward(x)
         return self.model(x)
 
-    def with_eot(self, draws: int) -> Deployment:
-        """The same deployment with the expectation over ``draws`` draws inside the model (no preprocessors)."""
-        return Deployment(EOTClassifier(self.model, self.preprocessors, draws), [])
+    def with_eot(self, draws: int, draws_per_forward: int | None = None) -> Deployment:
+        """The same deployment with the expectation over ``draws`` draws inside the model (no preprocessors);
+        ``draws_per_forward`` as in :class:`EOTClassifier`."""
+        return Deployment(EOTClassifier(self.model, self.preprocessors, draws, draws_per_forward), [])
 
 
 def art_estimator(cls: type, device: torch.device, **kwargs):
@@ -233,20 +234,31 @@ class EOTClassifier(nn.Module):
         ``gradient`` mode decides how gradients pass through them. Leave their ``seed`` as ``None`` so that every
         call draws afresh.
     :param draws: Number of draws averaged, ``>= 1``.
+    :param draws_per_forward: Draws batched into one forward pass (``draws_per_forward x N`` images through the
+        defence and the model at once), ``>= 1``; ``None``: all of them, the fastest where memory allows. Lower it
+        when ``draws x N`` images do not fit; ``1`` runs the draws one after the other. The value is the mean of
+        the draws' logits either way (up to float rounding), and so is its gradient.
     """
 
     def __init__(self, model: nn.Module, preprocessors: PreprocessorPyTorch | Sequence[PreprocessorPyTorch],
-                 draws: int = 8) -> None:
+                 draws: int = 8, draws_per_forward: int | None = None) -> None:
         super().__init__()
         self.draws = check_integer("draws", draws, minimum=1)
+        self.draws_per_forward = self.draws if draws_per_forward is None else min(
+            check_integer("draws_per_forward", draws_per_forward, minimum=1), self.draws)
         self.model = model
         self.preprocessors = [preprocessors] if isinstance(preprocessors, PreprocessorPyTorch) else list(preprocessors)
         refuse_art_eot(self.preprocessors)  # they multiply the batch, which the view in forward cannot undo
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Each defence draws its random numbers per sample, so the repeated copies get independent draws.
-        logits = Deployment(self.model, self.preprocessors).logits(x.repeat_interleave(self.draws, dim=0))
-        return logits.view(x.shape[0], self.draws, -1).mean(dim=1)
+        deployment, total, done = Deployment(self.model, self.preprocessors), 0, 0
+        while done < self.draws:
+            group = min(self.draws_per_forward, self.draws - done)
+            logits = deployment.logits(x.repeat_interleave(group, dim=0))
+            total = total + logits.view(x.shape[0], group, -1).sum(dim=1)
+            done += group
+        return total / self.draws
 
 
 class DefenceChain(Defence):

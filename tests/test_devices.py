@@ -283,12 +283,12 @@ def test_networks_resize_by_selection_off_the_cpu_in_deterministic_mode(monkeypa
 # The adversarial cache key covers the device type (GPU numerics differ), and CPU keys are those of before
 # ------------------------------------------------------------------------------------------------------------------
 def _oblivious_key(monkeypatch, device) -> str:
-    from art_purifiers.evaluation import runner
+    from art_purifiers.evaluation import EvaluationSettings, runner
     from art_purifiers.keys import fingerprint
 
     _recorded_devices(monkeypatch)
     x, y = np.full((2, 3, 32, 32), 0.5, dtype=np.float32), np.arange(2, dtype=np.int64)
-    run = runner._Evaluation(Parameterless(), {}, x, y, 0, 128, device, None, False, 8, 1000)
+    run = runner._Evaluation(Parameterless(), {}, x, y, EvaluationSettings(device=device), None)
     return fingerprint("adv-v2", "oblivious", *run.base_key)
 
 

@@ -214,7 +214,9 @@ class ResultTable:
         order = ("decision", "bpda", "eot", "adaptive")  # later entries are stronger when both are present
         parts = []
         for defence in dict.fromkeys(r.defence for r in self.rows if r.defence != "none"):
-            rows = {r.threat: r for r in self.rows if r.defence == defence and r.ra is not None}
+            # Single-draw rows only: a test-time protocol's rows (worst, majority) judge otherwise.
+            rows = {r.threat: r for r in self.rows
+                    if r.defence == defence and r.ra is not None and "protocol" not in r.attack_params}
             attacked = [rows[t] for t in order if t in rows]
             if "oblivious" in rows and attacked:
                 worst = min(attacked, key=lambda r: r.ra)

@@ -1,6 +1,8 @@
 """Run threat models against defences and collect one table.
 
-Threat models (see ``docs/evaluating.md`` for what each does and does not prove):
+Every axis of a run is data (:class:`~art_purifiers.evaluation.settings.EvaluationSettings`); the threat models
+below are presets of :class:`~art_purifiers.evaluation.settings.ThreatModel` (see ``docs/evaluating.md`` for what
+each does and does not prove):
 
 * ``clean``: accuracy of the victim, and of victim + defence, on clean images (SA).
 * ``oblivious``: adversarial examples crafted on the bare victim, classified through the defence.
@@ -17,12 +19,12 @@ Threat models (see ``docs/evaluating.md`` for what each does and does not prove)
 
 Every row is about the *deployed* classifier (victim + defence as constructed): SA is its accuracy on the clean
 images, RA the share of images it classifies correctly both clean and under the threat model's attack (so
-RA <= SA, as in AutoAttack's robust accuracy).
+RA <= SA, as in AutoAttack's robust accuracy). A random defence's rows are single draws; the settings' protocols
+add rows for the majority vote and the worst case over N draws beside them.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import time
@@ -40,10 +42,11 @@ from tqdm.auto import tqdm
 from art_purifiers.deploy import Defence, Deployment
 from art_purifiers.devices import resolve_device
 from art_purifiers.evaluation.attacks import AttackSpec
-from art_purifiers.evaluation.decision import BudgetedHopSkipJump
 from art_purifiers.evaluation.names import THREATS
 from art_purifiers.evaluation.norms import within_budget
-from art_purifiers.evaluation.report import ResultRow, ResultTable
+from art_purifiers.evaluation.protocols import Draws, draw_labels, protocol_correct
+from art_purifiers.evaluation.report import ResultRow, ResultTable, _without_seed
+from art_purifiers.evaluation.settings import EvaluationSettings, ThreatModel
 from art_purifiers.keys import fingerprint
 
 logger = logging.getLogger(__name__)
@@ -167,41 +170,52 @@ def eot_gradient(defence: Defence) -> str:
 class _Evaluation:
     """State shared by the threat models of one :func:`evaluate` call."""
 
-    def __init__(self, victim, defences, x, y, seed, batch_size, device, cache_dir, verbose, eot_draws, queries,
-                 source=None, source_name="source"):
-        device = resolve_device(device)
-        self.victim, self.defences, self.x, self.y = victim, dict(defences), x, y
-        self.source, self.source_name = source, source_name
-        self.source_classifier = None if source is None else Deployment(source).classifier(device=device)
-        self.seed, self.batch_size, self.device, self.verbose = seed, batch_size, device, verbose
-        self.eot_draws, self.queries = eot_draws, queries
-        self.cache = AdversarialCache(cache_dir)
+    def __init__(self, victim: nn.Module, defences: dict[str, Defence], x: np.ndarray, y: np.ndarray,
+                 settings: EvaluationSettings, source: nn.Module | None) -> None:
+        self.victim, self.defences, self.x, self.y, self.settings = victim, dict(defences), x, y, settings
+        self.seed, self.batch_size = settings.seed, settings.batch_size
+        self.device = device = resolve_device(settings.device)
+        self.verbose, self.eot_draws = settings.verbose, settings.eot_draws
+        self.source, self.source_name = source, settings.source_name
+        self.source_classifier = None if source is None else Deployment(source).classifier(device=self.device)
+        self.cache = AdversarialCache(settings.cache_dir)
+        self.crafted_here: dict[str, tuple[np.ndarray, float]] = {}  # shared by the deployment seeds of a defence
         # GPU numerics differ from the CPU's: the device type joins the key, but not on the CPU, so older keys hold.
-        self.base_key = (fingerprint(victim), fingerprint(x, y), seed, *([device.type] if device.type != "cpu" else []))
-        self.deployed = {NO_VICTIM_DEFENCE: Deployment(victim).classifier(device=device)}
+        self.base_key = (fingerprint(victim), fingerprint(x, y), self.seed,
+                         *([device.type] if device.type != "cpu" else []))
+        self.deployed = {NO_VICTIM_DEFENCE: Deployment(victim).classifier(device=self.device)}
         self.deployed.update({name: self.classifier(d) for name, d in defences.items()})
-        self.clean_correct = {name: correct(c, x, y, batch_size) for name, c in self.deployed.items()}
+        self.clean_correct = {name: correct(c, x, y, self.batch_size) for name, c in self.deployed.items()}
+        self.clean_draws: dict[str, Draws] = {}
         self.params = {name: d.describe() for name, d in defences.items()}
         self.params[NO_VICTIM_DEFENCE] = {}
 
     def classifier(self, defence: Defence, eot: int | None = None) -> PyTorchClassifier:
-        return defence.deploy(self.victim, eot=eot).classifier(device=self.device)
+        deployment = defence.deploy(self.victim)
+        if eot is not None:
+            deployment = deployment.with_eot(eot, self.settings.draws_per_forward)
+        return deployment.classifier(device=self.device)
 
-    def eot_classifier(self, defence: Defence) -> PyTorchClassifier:
-        """The defence averaged over ``eot_draws`` draws, with its own gradient mode (``gradient="bpda"`` set on a
-        differentiable defence gives BPDA+EOT), BPDA for one that is not differentiable."""
-        return self.classifier(attacked(defence).configured(gradient=eot_gradient(defence)), eot=self.eot_draws)
+    def eot_classifier(self, defence: Defence, gradient: str | None = None) -> PyTorchClassifier:
+        """The defence averaged over ``eot_draws`` draws, with ``gradient`` (default: its own mode, BPDA when it is
+        not differentiable: ``gradient="bpda"`` set on a differentiable defence gives BPDA+EOT)."""
+        return self.classifier(attacked(defence).configured(gradient=gradient or eot_gradient(defence)),
+                               eot=self.eot_draws)
 
     def crafted(self, key_parts, make_attack, budget: tuple[str, float] | None) -> tuple[np.ndarray, float]:
-        """Adversarial examples and attack wall time, from the cache or by running ``make_attack(checkpoint)``
-        (``checkpoint``: a file for the attack's partial progress, or ``None`` without a cache).
+        """Adversarial examples and attack wall time, from this run, the cache or by running
+        ``make_attack(checkpoint)`` (``checkpoint``: a file for the attack's partial progress, or ``None`` without a
+        cache).
 
         :param budget: ``(norm, eps)`` a cached entry must respect (``None``: no budget, as for HopSkipJump).
         """
         key = fingerprint("adv-v2", *key_parts, *self.base_key)
+        if key in self.crafted_here:
+            return self.crafted_here[key]
         hit = self.cache.get(key, self.x, budget)
         if hit is not None:
             logger.info("cache hit %s", key)
+            self.crafted_here[key] = hit
             return hit
         partial = None if self.cache.directory is None else self.cache.directory / f"{key}.partial.npz"
         _seed_everything(self.seed)
@@ -212,155 +226,218 @@ class _Evaluation:
         self.cache.put(key, x_adv, seconds)
         if partial is not None:
             partial.unlink(missing_ok=True)
+        self.crafted_here[key] = (x_adv, seconds)
         return x_adv, seconds
 
-    def row(self, defence: str, threat: str, attack: str, x_adv: np.ndarray | None, seconds: float,
-            note: str = "", attack_params: dict | None = None) -> ResultRow:
+    def rows(self, defence: str, threat: str, attack: str, x_adv: np.ndarray | None, seconds: float,
+             note: str = "", attack_params: dict | None = None) -> list[ResultRow]:
+        """The single-draw row, and for a random defence one row per extra protocol of the settings."""
         clean = self.clean_correct[defence]
         robust = None
         if x_adv is not None:
             robust = int((clean & correct(self.deployed[defence], x_adv, self.y, self.batch_size)).sum())
-        return ResultRow.from_counts(defence, threat, attack, int(clean.sum()), robust, len(self.x), seconds, note,
-                                     self.params[defence], attack_params or {})
+        rows = [ResultRow.from_counts(defence, threat, attack, int(clean.sum()), robust, len(self.x), seconds, note,
+                                      self.params[defence], attack_params or {})]
+        random = defence != NO_VICTIM_DEFENCE and self.defences[defence].randomized
+        if random and (threat == "clean" or x_adv is not None):
+            rows += [self.protocol_row(rows[0], protocol, x_adv) for protocol in self.settings.extra_protocols]
+        return rows
+
+    def draws(self, defence: str, x: np.ndarray) -> Draws:
+        settings = self.settings
+        return draw_labels(self.defences[defence], self.victim, x, settings.protocol_draws,
+                           settings.draws_per_forward, self.batch_size, self.device)
+
+    def protocol_row(self, single: ResultRow, protocol: str, x_adv: np.ndarray | None) -> ResultRow:
+        """``single``'s row under ``protocol`` over ``protocol_draws`` draws: SA counts the images the protocol
+        classifies correctly when clean, RA those it classifies correctly both clean and on ``x_adv``."""
+        name, n_draws = single.defence, self.settings.protocol_draws
+        if name not in self.clean_draws:
+            self.clean_draws[name] = self.draws(name, self.x)
+        clean = self.clean_draws[name]
+        clean_ok = protocol_correct(clean.labels, self.y, protocol)
+        per_draw = clean.labels == self.y[None]
+        robust = mean_ra = None
+        if x_adv is not None:
+            adversarial = self.draws(name, x_adv)
+            robust = int((clean_ok & protocol_correct(adversarial.labels, self.y, protocol)).sum())
+            per_draw = per_draw & (adversarial.labels == self.y[None])
+            mean_ra = 100.0 * float(per_draw.mean())
+        seeds = "fresh draws" if clean.seeds is None else "seeds " + ",".join(map(str, clean.seeds))
+        mean = f"mean single-draw {'RA' if x_adv is not None else 'SA'} {100.0 * float(per_draw.mean()):.1f}%"
+        note = f"{protocol} of {n_draws} draws ({seeds}; {clean.draws_per_forward} draws per forward); {mean}"
+        label = f"{protocol} of {n_draws}" if single.attack == "-" else f"{single.attack} [{protocol} of {n_draws}]"
+        params = {**single.attack_params, "protocol": protocol, "protocol_draws": n_draws,
+                  "draws_per_forward": clean.draws_per_forward, "protocol_seeds": clean.seeds,
+                  "mean_single_draw_sa": 100.0 * float((clean.labels == self.y[None]).mean()),
+                  "mean_single_draw_ra": mean_ra}
+        return ResultRow.from_counts(name, single.threat, label, int(clean_ok.sum()), robust, len(self.x),
+                                     single.seconds, note, single.defence_params, params)
 
 
-def evaluate(
-    victim: nn.Module,
-    defences: Mapping[str, Defence],
-    x: np.ndarray,
-    y: np.ndarray,
-    threats: Sequence[str] = ("clean", "oblivious"),
-    attack: AttackSpec | Sequence[AttackSpec] | None = None,
-    seed: int = 0,
-    batch_size: int = 128,
-    device: str | torch.device | None = None,
-    cache_dir: str | Path | None = None,
-    victim_name: str = "victim",
-    verbose: bool = False,
-    eot_draws: int = 8,
-    queries: int = 1000,
-    source: nn.Module | None = None,
-    source_name: str = "source",
-) -> ResultTable:
-    """Evaluate each defence under each threat model on ``(x, y)``.
+def evaluate(victim: nn.Module, defences: Mapping[str, Defence], x: np.ndarray, y: np.ndarray,
+             settings: EvaluationSettings | None = None, *, source: nn.Module | None = None,
+             **keywords) -> ResultTable:
+    """Evaluate each defence under each threat model of ``settings`` on ``(x, y)``.
 
     :param victim: Classifier taking ``(N, 3, H, W)`` images in ``[0, 1]`` and returning logits.
     :param defences: ``{row name: defence}``; the bare victim is always reported too (as ``"none"``).
     :param x: Images, float32 ``(N, 3, H, W)`` in ``[0, 1]``.
     :param y: Integer labels ``(N,)``.
-    :param threats: Subset of :data:`THREATS`.
-    :param attack: The attack(s) of every gradient threat model, one row each (default: AutoAttack, Linf
-        8/255). ``decision`` uses HopSkipJump with each attack's norm and eps.
-    :param seed: Seed of numpy/torch before every attack.
-    :param device: Where the victim and the defences run: ``None`` (the best available: the current CUDA device when
-        torch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    :param cache_dir: Folder of the adversarial-example cache, or ``None``.
-    :param eot_draws: Draws averaged by the ``eot`` threat model (and ``decision`` on random defences).
-    :param queries: HopSkipJump's query budget per image (``decision``).
-    :param source: The classifier ``transfer`` crafts its examples on (images in ``[0, 1]`` to logits).
-    :param source_name: Its name in the rows' notes and the table's settings.
+    :param settings: Every axis of the run (default: :class:`~art_purifiers.evaluation.settings.EvaluationSettings`,
+        clean and oblivious AutoAttack, L-inf 8/255).
+    :param source: The classifier threat models crafted on ``source`` (``transfer``) attack (images in ``[0, 1]``
+        to logits).
+    :param keywords: The older keyword form, instead of ``settings``: ``threats`` (preset names), ``attack`` (an
+        :class:`AttackSpec` or several), ``seed``, ``batch_size``, ``device``, ``cache_dir``, ``victim_name``,
+        ``verbose``, ``eot_draws``, ``queries``, ``source_name``.
     :return: A :class:`~art_purifiers.evaluation.report.ResultTable`. SA is the clean accuracy of the
         deployed classifier, RA its accuracy on the threat model's adversarial examples.
     """
-    unknown = set(threats) - set(THREATS)
-    if unknown:
-        raise ValueError(f"Unknown threat models {sorted(unknown)}; choose from {THREATS}.")
+    if keywords and settings is not None:
+        raise ValueError(f"give evaluate either settings or the keywords {sorted(keywords)}, not both.")
+    settings = settings_from_keywords(**keywords) if settings is None else settings
+    if not isinstance(settings, EvaluationSettings):
+        raise ValueError(f"settings must be an EvaluationSettings, got {type(settings).__name__}.")
     if NO_VICTIM_DEFENCE in defences:
         raise ValueError(f"{NO_VICTIM_DEFENCE!r} names the bare victim; give the defence another name.")
-    if "transfer" in threats and source is None:
+    if settings.crafts_on("source") and source is None:
         raise ValueError("The transfer threat model needs a source classifier to craft its examples on.")
-    specs = [AttackSpec()] if attack is None else [attack] if isinstance(attack, AttackSpec) else list(attack)
-    run = _Evaluation(victim, defences, x.astype(np.float32), np.asarray(y, dtype=np.int64), seed, batch_size, device,
-                      cache_dir, verbose, eot_draws, queries, source, source_name)
-    table = ResultTable(meta={"victim": victim_name, "n": len(x), "seed": seed,
-                              **({"source": source_name} if "transfer" in threats else {}),
-                              "attacks": [s.settings() for s in specs],
-                              "defences": {name: d.fingerprint() for name, d in defences.items()}})
-    if "clean" in threats:
-        for name in run.deployed:
-            table.add(run.row(name, "clean", "-", None, 0.0))
-    # HopSkipJump depends only on the norm and eps, not on the gradient attack: one decision row per budget.
-    budgets = list({(s.norm, s.eps): s for s in specs}.values())
-    jobs = [(threat, spec, name) for threat in THREATS if threat in threats and threat != "clean"
-            for spec in (budgets if threat == "decision" else specs)
-            for name in ([None] if threat in ("oblivious", "transfer") else list(defences))]
+    defences = deployed_with_seeds(defences, settings.deployment_seeds)
+    run = _Evaluation(victim, defences, x.astype(np.float32), np.asarray(y, dtype=np.int64), settings, source)
+    table = ResultTable(meta=_meta(settings, defences, len(x)))
+    jobs = [(threat, spec, name) for threat in settings.threats for spec in _attacks_of(threat, settings)
+            for name in ([None] if not threat.attacks_defence else list(defences))]
     # Counted in attacked images, so the bar gives images per second and the time left over the whole run.
-    with tqdm(total=len(jobs) * len(x), desc="attacked images", unit="img", disable=not verbose or not jobs) as bar:
+    attacked_jobs = [job for job in jobs if job[0].crafted_on != "none"]
+    with tqdm(total=len(attacked_jobs) * len(x), desc="attacked images", unit="img",
+              disable=not settings.verbose or not attacked_jobs) as bar:
         for threat, spec, name in jobs:
-            bar.set_postfix_str(f"{threat} {spec.label()}" + ("" if name is None else f" on {name}"))
-            table.rows.extend(_THREAT_MODELS[threat](run, spec, name))
+            if threat.crafted_on == "none":
+                for deployed in run.deployed:
+                    table.rows.extend(run.rows(deployed, threat.name, "-", None, 0.0))
+                continue
+            bar.set_postfix_str(f"{threat.name} {spec.label()}" + ("" if name is None else f" on {name}"))
+            table.rows.extend(_CRAFTED_ON[threat.crafted_on](run, threat, spec, name))
             bar.update(len(x))
     return table
 
 
-def _oblivious(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
-    x_adv, seconds = run.crafted(("oblivious", spec.settings()),
-                                 lambda partial: spec.build(run.deployed[NO_VICTIM_DEFENCE], run.batch_size,
-                                                            run.verbose, run.seed, partial), spec.budget())
-    return [run.row(name, "oblivious", spec.label(), x_adv, seconds,
-                    "" if name == NO_VICTIM_DEFENCE else "adv. crafted on the bare victim", spec.settings())
-            for name in run.deployed]
+def settings_from_keywords(threats: Sequence[str] = ("clean", "oblivious"),
+                           attack: AttackSpec | Sequence[AttackSpec] | None = None, **keywords) -> EvaluationSettings:
+    """The settings of :func:`evaluate`'s older keyword form: threat models named by preset, in the order of
+    :data:`THREATS` whatever the order given."""
+    unknown = sorted(set(threats) - set(THREATS))
+    if unknown:
+        raise ValueError(f"Unknown threat models {unknown}; choose from {THREATS}.")
+    ordered = tuple(name for name in THREATS if name in threats)
+    return EvaluationSettings(threats=ordered, attacks=AttackSpec() if attack is None else attack, **keywords)
 
 
-def _transfer(run: _Evaluation, spec: AttackSpec, _: None) -> list[ResultRow]:
-    x_adv, seconds = run.crafted(("transfer", spec.settings(), run.source),
-                                 lambda partial: spec.build(run.source_classifier, run.batch_size, run.verbose,
-                                                            run.seed, partial), spec.budget())
-    return [run.row(name, "transfer", spec.label(), x_adv, seconds, f"adv. crafted on the bare {run.source_name}",
-                    spec.settings()) for name in run.deployed]
+def deployed_with_seeds(defences: Mapping[str, Defence], seeds: Sequence[int] | None) -> dict[str, Defence]:
+    """``defences`` with every random one (that has a ``seed``) deployed with each of ``seeds``, as rows
+    ``NAME:seed=S`` (``dir:ratio=0.3`` -> ``dir:ratio=0.3,seed=S``); ``seeds=None`` leaves them as given."""
+    if seeds is None:
+        return dict(defences)
+    expanded = {}
+    for name, defence in defences.items():
+        if not (defence.randomized and "seed" in defence.settable()):
+            expanded[name] = defence
+            continue
+        base = _without_seed(name)
+        for seed in seeds:
+            expanded[f"{base}{',' if ':' in base else ':'}seed={seed}"] = defence.configured(seed=seed)
+    if NO_VICTIM_DEFENCE in expanded or len(expanded) < len(defences):
+        raise ValueError("Deployment seeds gave two defences the same row name; name the defences apart.")
+    return expanded
 
 
-def _gradient_threat(threat: str, gradient: str):
-    def attack_defended(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
-        defence = run.defences[name]
-        if gradient == "exact" and not defence.differentiable:
-            return [run.row(name, threat, spec.label(), None, 0.0, "refused: defence is not differentiable")]
-        copy = attacked(defence)  # one deep copy (weights included), used for the attack and its cache key
-        target = run.classifier(copy.configured(gradient=gradient))
-        x_adv, seconds = run.crafted((threat, spec.settings(), copy),
-                                     lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
-                                     spec.budget())
+def _meta(settings: EvaluationSettings, defences: Mapping[str, Defence], n: int) -> dict:
+    """The table's settings: the same keys as before the axes were data, and the new axes where they are used."""
+    meta = {"victim": settings.victim_name, "n": n, "seed": settings.seed,
+            **({"source": settings.source_name} if settings.crafts_on("source") else {}),
+            "attacks": [s.settings() for s in settings.attacks],
+            "defences": {name: d.fingerprint() for name, d in defences.items()}}
+    custom = [t for t in settings.threats if t.key_parts() != (t.name,)]
+    if custom:
+        meta["threat_models"] = {t.name: {"crafted_on": t.crafted_on, "gradient": t.gradient, "eot": t.eot}
+                                 for t in custom}
+    if settings.extra_protocols:
+        meta.update({"protocols": list(settings.protocols), "protocol_draws": settings.protocol_draws})
+    if settings.deployment_seeds is not None:
+        meta["deployment_seeds"] = list(settings.deployment_seeds)
+    if settings.data is not None:
+        meta.update(settings.data.meta(n))
+    return meta
+
+
+def _attacks_of(threat: ThreatModel, settings: EvaluationSettings) -> list[AttackSpec | None]:
+    """The attacks a threat model runs: none for clean images; HopSkipJump once per distinct budget for a
+    ``labels`` threat model (a HopSkipJump spec given for that budget, else one with the settings' ``queries``);
+    the settings' attacks otherwise."""
+    if threat.crafted_on == "none":
+        return [None]
+    if threat.gradient != "labels":
+        return list(settings.attacks)
+    given = {(s.norm, s.eps): s for s in settings.attacks if s.name == "hopskipjump"}
+    budgets = dict.fromkeys((s.norm, s.eps) for s in settings.attacks)
+    return [given.get(b) or AttackSpec("hopskipjump", norm=b[0], eps=b[1], queries=settings.queries) for b in budgets]
+
+
+def _crafted_once(run: _Evaluation, threat: ThreatModel, spec: AttackSpec, _: None) -> list[ResultRow]:
+    """Examples crafted once, on the bare victim or the transfer source, judged through every deployed classifier."""
+    on_source = threat.crafted_on == "source"
+    target = run.source_classifier if on_source else run.deployed[NO_VICTIM_DEFENCE]
+    key = (*threat.key_parts(), spec.settings(), *([run.source] if on_source else []))
+    x_adv, seconds = run.crafted(key, lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed,
+                                                                 partial), spec.budget())
+    where = f"adv. crafted on the bare {run.source_name}" if on_source else "adv. crafted on the bare victim"
+    return [row for name in run.deployed
+            for row in run.rows(name, threat.name, spec.label(), x_adv, seconds,
+                                where if on_source or name != NO_VICTIM_DEFENCE else "", spec.settings())]
+
+
+def _crafted_on_defence(run: _Evaluation, threat: ThreatModel, spec: AttackSpec, name: str) -> list[ResultRow]:
+    """Examples crafted on victim + defence ``name`` with the threat model's gradient (and EOT)."""
+    defence = run.defences[name]
+    if threat.gradient == "labels":
+        return _decision(run, threat, spec, name)
+    gradient = eot_gradient(defence) if threat.gradient == "own" else threat.gradient
+    if threat.eot and not defence.randomized:
+        return run.rows(name, threat.name, spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")
+    if gradient == "exact" and not defence.differentiable:
+        return run.rows(name, threat.name, spec.label(), None, 0.0, "refused: defence is not differentiable")
+    copy = attacked(defence)  # one deep copy (weights included), used for the attack and its cache key
+    draws = run.eot_draws if threat.eot else None
+    target = run.classifier(copy.configured(gradient=gradient), eot=draws)
+    key = (*threat.key_parts(), spec.settings(), copy, *([draws] if threat.eot else []))
+    x_adv, seconds = run.crafted(key, lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed,
+                                                                 partial), spec.budget())
+    if not threat.eot:
         note = "random defence: single-draw gradients, see eot" if defence.randomized else ""
-        return [run.row(name, threat, spec.label(), x_adv, seconds, note, spec.settings())]
+        return run.rows(name, threat.name, spec.label(), x_adv, seconds, note, spec.settings())
+    return run.rows(name, threat.name, f"{spec.label()} eot={draws}", x_adv, seconds,
+                    f"gradients and decisions averaged over {draws} draws ({gradient})",
+                    {**spec.settings(), "eot_draws": draws, "gradient": gradient})
 
-    return attack_defended
 
-
-def _eot(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
+def _decision(run: _Evaluation, threat: ThreatModel, spec: AttackSpec, name: str) -> list[ResultRow]:
+    """HopSkipJump on the deployed defence's labels (its EOT classifier for a random defence under ``eot``)."""
     defence = run.defences[name]
-    if not defence.randomized:
-        return [run.row(name, "eot", spec.label(), None, 0.0, "deterministic defence: eot equals adaptive/bpda")]
-    target = run.eot_classifier(defence)
-    x_adv, seconds = run.crafted(("eot", spec.settings(), attacked(defence), run.eot_draws),
-                                 lambda partial: spec.build(target, run.batch_size, run.verbose, run.seed, partial),
-                                 spec.budget())
-    gradient = eot_gradient(defence)
-    return [run.row(name, "eot", f"{spec.label()} eot={run.eot_draws}", x_adv, seconds,
-                    f"gradients and decisions averaged over {run.eot_draws} draws ({gradient})",
-                    {**spec.settings(), "eot_draws": run.eot_draws, "gradient": gradient})]
-
-
-def _decision(run: _Evaluation, spec: AttackSpec, name: str) -> list[ResultRow]:
-    defence = run.defences[name]
-    target = run.eot_classifier(defence) if defence.randomized else run.classifier(defence)
-    hsj = functools.partial(BudgetedHopSkipJump, target, norm=spec.norm_value, eps=spec.eps,
-                            max_queries=run.queries, batch_size=run.batch_size, seed=run.seed, verbose=run.verbose)
-    key = ("decision-v2", spec.norm, run.queries, attacked(defence), defence.randomized and run.eot_draws)
-    x_adv, seconds = run.crafted(key, lambda partial: hsj(checkpoint=partial), None)
+    eot = defence.randomized and threat.eot
+    target = run.eot_classifier(defence) if eot else run.classifier(defence)
+    # The examples depend on the norm and the queries, not on eps: rows that differ only in eps share one run.
+    key = ("decision-v2", spec.norm, spec.queries, attacked(defence), eot and run.eot_draws,
+           *([spec.extra] if spec.extra else []), *([] if threat.key_parts() == (threat.name,) else
+                                                    [threat.key_parts()]))
+    x_adv, seconds = run.crafted(key, lambda partial: spec.hopskipjump(target, run.batch_size, run.verbose, run.seed,
+                                                                       partial), None)
     # HopSkipJump minimises the perturbation without a budget: keep only what lies within eps.
     kept = within_budget(run.x, x_adv, spec.norm, spec.eps)
     x_adv = np.where(kept[:, None, None, None], x_adv, run.x).astype(np.float32)
-    eps = spec.label().split(" ", 1)[1]
-    note = f"on EOT classifier ({run.eot_draws} draws)" if defence.randomized else ""
-    params = {**hsj().params, "norm": spec.norm, "eps": spec.eps}
-    return [run.row(name, "decision", f"hopskipjump-{run.queries}q {eps}", x_adv, seconds, note, params)]
+    note = f"on EOT classifier ({run.eot_draws} draws)" if eot else ""
+    params = {**spec.hopskipjump(target, seed=run.seed).params, "norm": spec.norm, "eps": spec.eps}
+    return run.rows(name, threat.name, spec.label(), x_adv, seconds, note, params)
 
 
-_THREAT_MODELS = {
-    "oblivious": _oblivious,
-    "transfer": _transfer,
-    "bpda": _gradient_threat("bpda", "bpda"),
-    "adaptive": _gradient_threat("adaptive", "exact"),
-    "eot": _eot,
-    "decision": _decision,
-}
+_CRAFTED_ON = {"victim": _crafted_once, "source": _crafted_once, "defence": _crafted_on_defence}
