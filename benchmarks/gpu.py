@@ -227,15 +227,34 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def _tf32_switches() -> tuple[list[tuple[object, str]], tuple[object, object]]:
+    """The switches of TF32 in matrix products and convolutions, and their (on, off) values: torch's
+    ``fp32_precision`` settings where it has them (2.9 and later, where mixing them with the older ``allow_tf32``
+    flags is an error), else the ``allow_tf32`` flags."""
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv"):
+        return [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")], \
+            ("tf32", "ieee")
+    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")], (True, False)
+
+
+def tf32_state() -> dict:
+    """The TF32 settings now, ``{"matmul": ..., "convolution": ...}``."""
+    switches, _ = _tf32_switches()
+    return {name: getattr(*switch) for name, switch in zip(("matmul", "convolution"), switches, strict=True)}
+
+
 @contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
     """TF32 matrix products and convolutions on (or off) inside the block; restored afterwards."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+    switches, (on, off) = _tf32_switches()
+    saved = [getattr(*switch) for switch in switches]
+    for owner, name in switches:
+        setattr(owner, name, on if enabled else off)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        for (owner, name), value in zip(switches, saved, strict=True):
+            setattr(owner, name, value)
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -506,7 +525,7 @@ def run_section(name: str, bench: Bench) -> dict:
     start = time.perf_counter()
     budget = bench.sizes.budgets[name]
     deadline = min(start + budget, bench.deadline)
-    record: dict = {"budget_seconds": budget}
+    record: dict = {"budget_seconds": budget, "tf32": tf32_state()}  # what the section runs under, unless it says
     if deadline <= start:
         return {**record, "status": "skipped", "reason": "the run's time budget (--budget) was spent"}
     reset_peak_memory(bench.device)
@@ -542,8 +561,7 @@ def describe_machine(device: torch.device, given_commit: str | None) -> dict:
             "load_average": list(os.getloadavg()), "numpy": np.__version__, "art": art.__version__,
             "art_purifiers": art_purifiers.__version__, "commit": given_commit or commit(root),
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "tf32_defaults": {"matmul": torch.backends.cuda.matmul.allow_tf32,
-                              "cudnn": torch.backends.cudnn.allow_tf32}}
+            "tf32_defaults": tf32_state()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         info.update(gpu=properties.name, gpu_memory_bytes=properties.total_memory,
@@ -593,8 +611,7 @@ def make_bench(args: argparse.Namespace, started: float) -> Bench:
 
     device = torch.device("cpu" if args.dry_run else "cuda")
     sizes = DRY_RUN if args.dry_run else GPU
-    n = None if args.data_root is None else max(b for _, *batches in sizes.throughput for b in batches)
-    x, y = load_test_images(args.data_root, n)
+    x, y = load_test_images(args.data_root)
     source = "the data root" if args.data_root else "the bundled sample"
     data = {"evaluation": f"CIFAR-10 test images 0..{len(x) - 1} from {source}, repeated to fill larger batches",
             "training": "CIFAR-10 training images 0..n-1 from the data root" if args.data_root

@@ -160,6 +160,17 @@ def test_gpu_benchmark_precision_goes_through_the_trainers_setting():
         gpu.precision_settings(Without(), "bf16")
 
 
+def test_gpu_benchmark_tf32_switch_is_restored():
+    gpu = _gpu_benchmark()
+    before = gpu.tf32_state()
+    with gpu.tf32(True):
+        on = gpu.tf32_state()
+        with gpu.tf32(False):
+            off = gpu.tf32_state()
+    assert gpu.tf32_state() == before
+    assert set(on.values()) in ({"tf32"}, {True}) and set(off.values()) in ({"ieee"}, {False})
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["--budget", "0"], "--budget"),
     (["--budget", "nan"], "--budget"),
