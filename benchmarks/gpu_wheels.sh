@@ -6,7 +6,7 @@
 #
 # It downloads the wheels into .whl/ at the repository's root (ignored through .git/info/exclude, never committed),
 # checks that every requirement of the package and of the wheels is either a wheel in .whl/ or a package of the GPU
-# machine's image (the list below, read from the device notes' package list of 2026-11-17), and prints the command
+# machine's image (the list below, as the GPU machines' package list read on 2026-11-17 has them), and prints the command
 # to give the device tool, with carry [".whl"] and timeout_s 600 (docs/gpu.md).
 set -euo pipefail
 
