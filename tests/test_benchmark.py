@@ -136,6 +136,40 @@ def test_gpu_benchmark_records_a_spent_budget_as_skipped(tmp_path):
     assert section["status"] == "skipped" and "budget" in section["reason"]
 
 
+def test_gpu_benchmark_records_failures_and_goes_on(tmp_path, monkeypatch):
+    import json
+    import time
+
+    gpu = _gpu_benchmark()
+
+    def broken(bench, items):
+        raise RuntimeError("planted failure")
+
+    monkeypatch.setitem(gpu.RUNNERS, "pgd", broken)
+    out = tmp_path / "gpu.json"
+    gpu.main(["--dry-run", "--out", str(out), "--sections", "pgd", "agreement"])
+    sections = json.loads(out.read_text())["sections"]
+    assert sections["pgd"]["status"] == "error" and "planted failure" in sections["pgd"]["error"]
+    assert sections["agreement"]["status"] == "ok" and sections["agreement"]["results"]
+
+    items = gpu.Items(gpu.make_bench(gpu.parse_args(["--dry-run", "--out", str(out)]), time.perf_counter()),
+                      time.perf_counter() + 60)
+
+    def unsupported():
+        raise gpu.Unsupported("not here")
+
+    assert items.run("fails", lambda: 1 / 0) is None
+    assert items.run("unsupported", unsupported) is None
+    assert items.run("works", lambda: {"seconds": 1.0}) == {"seconds": 1.0}
+    items.deadline = time.perf_counter() - 1
+    assert items.run("late", lambda: {"seconds": 1.0}) is None
+    record = items.record()
+    assert [r["item"] for r in record["results"]] == ["fails", "works"]
+    assert "ZeroDivisionError" in record["results"][0]["error"]
+    assert [(r["item"], r["reason"]) for r in record["skipped"]] == [
+        ("unsupported", "not here"), ("late", "the section's time budget was spent")]
+
+
 def test_gpu_benchmark_precision_goes_through_the_trainers_setting():
     import dataclasses
 
