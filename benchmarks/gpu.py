@@ -367,7 +367,8 @@ def evaluate(bench: Bench, items: Items) -> None:
 def _evaluate(bench: Bench, items: Items) -> dict:
     root = str(Path(art_purifiers.__file__).resolve().parents[1])  # the package this benchmark imported
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    arguments = ["evaluate", "--device", bench.device.type, *bench.sizes.evaluate, "--no-cache", "--quiet"]
+    arguments = ["evaluate", "--device", bench.device.type, *bench.sizes.evaluate, "--no-cache", "--quiet",
+                 *(["--data-root", bench.data_root] if bench.data_root else [])]
     with tempfile.TemporaryDirectory() as folder:
         table = Path(folder) / "table.json"
         start = time.perf_counter()
