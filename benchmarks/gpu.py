@@ -229,34 +229,22 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def _tf32_switches() -> tuple[list[tuple[object, str]], tuple[object, object]]:
-    """The switches of TF32 in matrix products and convolutions, and their (on, off) values: torch's
-    ``fp32_precision`` settings where it has them (2.9 and later, where mixing them with the older ``allow_tf32``
-    flags is an error), else the ``allow_tf32`` flags."""
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(torch.backends.cudnn, "conv"):
-        return [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")], \
-            ("tf32", "ieee")
-    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")], (True, False)
-
-
 def tf32_state() -> dict:
-    """The TF32 settings now, ``{"matmul": ..., "convolution": ...}``."""
-    switches, _ = _tf32_switches()
-    return {name: getattr(*switch) for name, switch in zip(("matmul", "convolution"), switches, strict=True)}
+    """Whether TF32 is allowed now in float32 matrix products and in cuDNN convolutions."""
+    return {"matmul": torch.backends.cuda.matmul.allow_tf32, "convolution": torch.backends.cudnn.allow_tf32}
 
 
 @contextlib.contextmanager
 def tf32(enabled: bool) -> Iterator[None]:
-    """TF32 matrix products and convolutions on (or off) inside the block; restored afterwards."""
-    switches, (on, off) = _tf32_switches()
-    saved = [getattr(*switch) for switch in switches]
-    for owner, name in switches:
-        setattr(owner, name, on if enabled else off)
+    """TF32 matrix products and convolutions on (or off) inside the block; restored afterwards. Through the
+    ``allow_tf32`` flags, as the trainers switch it: since torch 2.9, reading them after the newer
+    ``fp32_precision`` settings asked for TF32 is an error."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
     try:
         yield
     finally:
-        for (owner, name), value in zip(switches, saved, strict=True):
-            setattr(owner, name, value)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # -------------------------------------------------------------------------------------------------------------------
@@ -422,7 +410,7 @@ def _copy_pairs(source: Path, target: Path) -> None:
 
 def precision_settings(config, precision: str) -> tuple[list[str], str]:
     """``--set`` assignments that select ``precision`` through the trainer's own setting, and how it is selected.
-    TF32 is also switched by the process's flags (:func:`tf32`); bf16 needs the trainer's setting.
+    Without such a setting TF32 is switched by the process's flags (:func:`tf32`), and bf16 cannot be measured.
 
     :raises Unsupported: bf16 and the trainer has no precision setting that accepts it.
     """
@@ -446,6 +434,8 @@ def _train(bench: Bench, trainer, precision: str, out: Path, seconds: float) -> 
     from art_purifiers.training import apply_overrides
 
     sizes, stages = bench.sizes, STAGES[trainer.method]
+    if precision == "tf32" and bench.device.type != "cuda":
+        raise Unsupported("TF32 is a CUDA setting: it changes nothing on the CPU")
     preset = trainer.presets[sizes.trainer_preset]
     assignments, selected = precision_settings(preset, precision)
     fields = dataclasses.asdict(preset)
@@ -455,7 +445,8 @@ def _train(bench: Bench, trainer, precision: str, out: Path, seconds: float) -> 
     config = apply_overrides(preset, [*assignments, *quiet])
     x, y = training_images(bench, _images_needed(config))
     started = time.perf_counter()
-    with tf32(precision == "tf32"):
+    # A trainer with its own precision setting switches TF32 itself; else the process's flags do.
+    with contextlib.nullcontext() if assignments else tf32(precision == "tf32"):
         first = _run_trainer(trainer, config, stages, {s: sizes.trainer_warmup for _, s, _ in stages}, x, y, out,
                              bench.device)
         counts = _timed_iterations(sizes, stages, first, seconds - (time.perf_counter() - started))
