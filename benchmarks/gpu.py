@@ -13,8 +13,8 @@ item that fails records its error and the run goes on):
   logits of every defence, with TF32 off and on (fixed seeds, so random defences draw the same numbers);
 * ``pgd``: wall time of ART's PGD-10 (L-inf 8/255, step 2/255, one random start) on 64 images through the main
   defences and the bare victim;
-* ``training``: each trainer's steady iterations/s per stage on its paper preset under fp32, TF32 and bf16;
 * ``evaluate``: wall time of ``art-purifiers evaluate --device cuda`` (the main job) on 8 images, in a subprocess;
+* ``training``: each trainer's steady iterations/s per stage on its paper preset under fp32, TF32 and bf16;
 
 and peak GPU memory (``torch.cuda.max_memory_allocated``) per item and per section. Times are medians of repeats
 after a warm-up call, with the device synchronised around each. ``--dry-run`` runs the same code on the CPU with
