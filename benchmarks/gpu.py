@@ -1,5 +1,5 @@
-"""One prepared GPU benchmark: every figure issue #27 asks of a GPU, in one run of under 8 minutes on an H100, written
-to one JSON file.
+"""One prepared GPU benchmark: every figure issue #27 asks of a GPU, in one run meant to take under 8 minutes on an
+H100 (not yet run on one), written to one JSON file.
 
     python benchmarks/gpu.py --out gpu.json                    # on a GPU machine (see docs/gpu.md)
     python benchmarks/gpu.py --dry-run --out /tmp/gpu.json     # every section on the CPU at tiny sizes (seconds)
