@@ -14,8 +14,8 @@ from art_purifiers.models.normalized import NormalizedClassifier
 from art_purifiers.models.published import (
     IDENTITY_NORMALIZATION,
     IMAGENET_NORMALIZATION,
-    read_checkpoint,
     read_published_victim,
+    read_victim_state_dict,
 )
 from art_purifiers.models.resnet18_cifar import CifarResNet18
 from art_purifiers.models.split import split_victim
@@ -45,14 +45,14 @@ BUNDLED_VICTIMS = {"resnet20": "resnet20_cifar10", "resnet32": "resnet32_cifar10
 def read_reference_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """State dict of a published checkpoint (``.th``/``.pt``, loaded with ``weights_only=True``, so no pickled code
     runs), with the ``module.`` prefix of DataParallel stripped (see
-    :func:`~art_purifiers.models.published.read_checkpoint`)."""
-    return read_checkpoint(path)
+    :func:`~art_purifiers.models.published.read_victim_state_dict`)."""
+    return read_victim_state_dict(path)
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return load_weights(path, method="victim").tensors
-    return read_checkpoint(path)
+    return read_victim_state_dict(path)
 
 
 def _timm_victim(name: str, checkpoint: str | Path | None, num_classes: int, mean, std) -> nn.Module:

@@ -78,7 +78,7 @@ ARCHITECTURES = (
 )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+def read_victim_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a published checkpoint (``torch.load`` with ``weights_only=True``, on the CPU): the state dict
     itself or the one under ``"state_dict"``, with DataParallel's ``module.`` prefix stripped.
 
@@ -153,5 +153,6 @@ def published_victim(state_dict: dict[str, torch.Tensor], source: str | Path = "
 
 
 def read_published_victim(path: str | Path) -> tuple[nn.Module, PublishedArchitecture]:
-    """Our network holding the tensors of a published checkpoint file (:func:`read_checkpoint`), and its layout."""
-    return published_victim(read_checkpoint(path), path)
+    """Our network holding the tensors of a published checkpoint file (:func:`read_victim_state_dict`), and its
+    layout."""
+    return published_victim(read_victim_state_dict(path), path)
