@@ -218,3 +218,33 @@ def test_experiment_declares_its_recorded_table(path):
     if len(options.deployment_seeds) > 1:
         seeds = ",".join(map(str, options.deployment_seeds))
         assert all(r.defence_params.get("seed") == seeds for r in table.rows if r.defence != "none")
+
+
+@pytest.mark.parametrize("path", [p for p in EXPERIMENTS if (REPO / "docs" / "results" / "shards" / p.stem).is_dir()],
+                         ids=lambda p: p.stem)
+def test_recorded_shards_merge_into_their_table(path):
+    """The shards kept under docs/results/shards/NAME/ (I-of-N.json) are those of the recorded table: merged as
+    ``art-purifiers run`` merges them, they give its counts."""
+    experiment = load_experiment(path)
+    folder = REPO / "docs" / "results" / "shards" / path.stem
+    files = [folder / f"{i}-of-{experiment.data.shards}.json" for i in range(experiment.data.shards)]
+    merged = ResultTable.merge([ResultTable.read(f) for f in files])
+    if len(experiment.evaluation.deployment_seeds) > 1:
+        merged = merged.over_seeds()
+    recorded = ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json")
+    assert [(r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in merged.rows] == [
+        (r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in recorded.rows]
+    assert recorded.meta["provenance"]["experiment"] == f"experiments/{path.name}"
+
+
+def test_main_experiment_is_the_main_job():
+    """``art-purifiers run experiments/main.toml`` declares what ``art-purifiers evaluate`` runs with no arguments."""
+    from art_purifiers.cli import MAIN_JOB
+
+    experiment = load_experiment(REPO / "experiments" / "main.toml")
+    options = experiment.evaluation
+    assert (experiment.data.source, experiment.data.images) == ("bundled", MAIN_JOB["n"])
+    assert (list(options.defences), list(options.threats), list(options.attacks)) == (
+        MAIN_JOB["defence"], MAIN_JOB["threat"], MAIN_JOB["attack"])
+    assert (options.steps, options.step_size, options.eps, options.seed) == (
+        MAIN_JOB["steps"], MAIN_JOB["step_size"], ("8/255",), 0)

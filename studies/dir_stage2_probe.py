@@ -5,12 +5,13 @@ training images, the held-out 300 of the last 500 training images checked every 
 print the loss, the gradient norm and the held-out clean accuracy through denoiser and target. The figures on
 the Results page came from::
 
-    python docs/results/dir_stage2_probe.py --term clean --lr 3e-5 --steps 50
-    python docs/results/dir_stage2_probe.py --term adversarial --lr 3e-5 --steps 75
-    python docs/results/dir_stage2_probe.py --term adversarial --lr 3e-5 --steps 75 --target resnet20-at
-    python docs/results/dir_stage2_probe.py --term adversarial --lr 1e-4 --steps 100 --target resnet20-at
+    python studies/dir_stage2_probe.py --term clean --lr 3e-5 --steps 50
+    python studies/dir_stage2_probe.py --term adversarial --lr 3e-5 --steps 75
+    python studies/dir_stage2_probe.py --term adversarial --lr 3e-5 --steps 75 --target resnet20-at
+    python studies/dir_stage2_probe.py --term adversarial --lr 1e-4 --steps 100 --target resnet20-at
 
-with ``--checkpoint runs/dir-nat/stage1.pt`` (the natural target's stage 1) and one CPU thread.
+with ``--checkpoint runs/dir-nat/stage1.pt`` (the natural target's stage 1), ``--data-root DIR`` (the CIFAR-10
+python-layout folder; default ``$ART_PURIFIERS_CIFAR10``) and one CPU thread.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from art_purifiers.data import load_cifar10
+from art_purifiers.data.cifar10 import resolve_cifar10_root
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser
 from art_purifiers.training.dir import PRESETS, Restorer
@@ -30,11 +32,11 @@ parser.add_argument("--lr", type=float, required=True, help="AdamW learning rate
 parser.add_argument("--steps", type=int, required=True)
 parser.add_argument("--target", default="resnet20")
 parser.add_argument("--checkpoint", default="runs/dir-nat/stage1.pt")
-parser.add_argument("--data-root", default="../shared/data/cifar10")
+parser.add_argument("--data-root", default=None, help="CIFAR-10 folder (default: $ART_PURIFIERS_CIFAR10)")
 args = parser.parse_args()
 
 torch.manual_seed(0)
-x, y = load_cifar10(args.data_root, split="train")
+x, y = load_cifar10(resolve_cifar10_root(args.data_root), split="train")
 x, y = torch.from_numpy(x), torch.from_numpy(y).long()
 held_x, held_y, train = x[-300:], y[-300:], len(x) - 500
 denoiser = MaskedViTDenoiser(**PRESETS["cpu"].architecture())
