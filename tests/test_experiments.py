@@ -174,6 +174,15 @@ def test_run_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.skipif(__import__("shutil").which("srun") is not None, reason="this machine is a Slurm node")
+def test_slurm_executor_off_a_cluster_is_one_clear_line(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(shards=2))
+    error = _cli_error(capsys, ["run", str(path), "--executor", "slurm", "--out", str(tmp_path / "out")])
+    assert "--executor slurm" in error and "srun" in error and "Traceback" not in error
+
+
 def test_cifar10_experiments_need_a_data_root(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ART_PURIFIERS_CIFAR10", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -421,7 +421,8 @@ def cluster_executor(folder: str | Path, cluster: str = "slurm", partition: str 
     :param cluster: ``"slurm"``, or ``"local"`` (submitit's local executor: the same path without a cluster).
     :param partition: Slurm partition (``None``: the cluster's default).
     :param array_parallelism: At most this many of the array's tasks run at once.
-    :raises ValueError: submitit is not installed (``pip install 'art-purifiers[cluster]'``).
+    :raises ValueError: submitit is not installed (``pip install 'art-purifiers[cluster]'``), or this machine is not
+        a node of a Slurm cluster.
     """
     try:
         import submitit
@@ -437,7 +438,10 @@ def cluster_executor(folder: str | Path, cluster: str = "slurm", partition: str 
         parameters["mem_gb"] = check_number("mem_gb", mem_gb, minimum=0, open_minimum=True)
     if partition is not None:
         parameters["slurm_partition"] = partition
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    except RuntimeError as error:  # no sbatch/srun here: submitit cannot reach a Slurm cluster
+        raise ValueError(f"--executor {cluster}: {error} (run it on a node of the cluster).") from None
     executor.update_parameters(name="art-purifiers", **parameters)
     return SubmititExecutor(executor)
 
