@@ -5,6 +5,7 @@ single process computes."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,8 @@ def test_two_shards_through_submitit_equal_one_process(tmp_path):
 
 def test_finished_shards_are_not_run_again_unless_the_declaration_changed(tmp_path, monkeypatch):
     experiment = parse_experiment(TINY.format(shards=2), "tiny")
-    first = run_experiment(experiment, tmp_path, LocalExecutor(), device="cpu")
+    first = run_experiment(experiment, tmp_path, LocalExecutor(workers=2), device="cpu")  # two local processes
+    assert len(first.rows) == 5 and first.meta["n"] == 4
 
     def refuse(job):
         raise AssertionError(f"shard {job.index} was run again")
@@ -149,6 +151,22 @@ def test_bad_declarations_are_refused_with_one_line(text, message):
         parse_experiment(text, "bad", "experiments/bad.toml")
     assert message in str(error.value) and "\n" not in str(error.value)
     assert str(error.value).startswith("experiments/bad.toml: ")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"cluster": "pbs"}, "cluster must be one of"),
+    ({"gpus_per_node": -1}, "gpus_per_node must be an integer in [0, inf)"),
+    ({"cpus_per_task": 0}, "cpus_per_task must be an integer in [1, inf)"),
+    ({"timeout_min": 1.5}, "timeout_min must be an integer"),
+    ({"array_parallelism": 0}, "array_parallelism must be an integer in [1, inf)"),
+    ({"mem_gb": float("nan")}, "mem_gb must be finite"),
+])
+def test_bad_executor_settings_are_refused(tmp_path, settings, message):
+    pytest.importorskip("submitit")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        cluster_executor(tmp_path, **{"cluster": "local", **settings})
+    with pytest.raises(ValueError, match=re.escape("workers must be an integer in [1, inf)")):
+        LocalExecutor(workers=0)
 
 
 def _cli_error(capsys, argv) -> str:
