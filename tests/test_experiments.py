@@ -66,8 +66,7 @@ def test_two_shards_through_submitit_equal_one_process(tmp_path):
 
 def test_finished_shards_are_not_run_again_unless_the_declaration_changed(tmp_path, monkeypatch):
     experiment = parse_experiment(TINY.format(shards=2), "tiny")
-    first = run_experiment(experiment, tmp_path, LocalExecutor(workers=2), device="cpu")  # two local processes
-    assert len(first.rows) == 5 and first.meta["n"] == 4
+    first = run_experiment(experiment, tmp_path, LocalExecutor(), device="cpu")
 
     def refuse(job):
         raise AssertionError(f"shard {job.index} was run again")
@@ -77,6 +76,13 @@ def test_finished_shards_are_not_run_again_unless_the_declaration_changed(tmp_pa
     changed = parse_experiment(TINY.format(shards=2).replace('"fgsm"', '"fgsm", "bim"'), "tiny")
     with pytest.raises(AssertionError, match="shard 0 was run again"):
         run_experiment(changed, tmp_path, device="cpu")
+
+
+@pytest.mark.slow
+def test_a_pool_of_local_processes_gives_the_table_of_one_process(tmp_path):
+    experiment = parse_experiment(TINY.format(shards=2), "tiny")
+    pooled = run_experiment(experiment, tmp_path / "pool", LocalExecutor(workers=2), device="cpu")
+    assert _figures(pooled) == _figures(run_experiment(experiment, tmp_path / "one", device="cpu"))
 
 
 def test_a_subset_of_shards_writes_no_table_until_all_are_there(tmp_path, capsys):
