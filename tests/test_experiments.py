@@ -147,6 +147,8 @@ BAD = [
     ("[evaluation]\nsource = 'resnet32'\n", "'transfer' and evaluation.source go together"),
     ("[evaluation]\nvictim = ''\n", "evaluation.victim must hold non-empty text"),
     ("[recorded]\nrenamed = {a = 1}\n", "recorded.renamed must map"),
+    ("[recorded]\nrenamed = {irad = \"x\"}\n", "recorded.renamed names specs that are not in evaluation.defences"),
+    ("[evaluation]\nthreats = ['clean', 'transfer']\nsource = 3\n", "evaluation.source must hold non-empty text"),
     ("[data\n", "not valid TOML"),
 ]
 

@@ -122,6 +122,8 @@ class EvaluationOptions:
         for name in ("steps", "eot_draws", "queries", "batch_size"):
             check_integer(f"evaluation.{name}", getattr(self, name), minimum=1)
         check_integer("evaluation.seed", self.seed, minimum=0)
+        if self.source is not None:
+            _check_texts("evaluation.source", [self.source])
         if ("transfer" in self.threats) != (self.source is not None):
             raise ValueError("evaluation.threats 'transfer' and evaluation.source go together: transfer crafts its "
                              "examples on the source classifier.")
@@ -232,6 +234,9 @@ def parse_experiment(text: str, name: str, path: str = "") -> Experiment:
         renamed = _table(document, "recorded", _RECORDED_KEYS, "").get("renamed", {})
         if not isinstance(renamed, dict) or not all(isinstance(v, str) for v in renamed.values()):
             raise ValueError("recorded.renamed must map defence specs to the names recorded for them")
+        unknown = sorted(set(renamed) - set(evaluation.defences))
+        if unknown:
+            raise ValueError(f"recorded.renamed names specs that are not in evaluation.defences: {unknown}")
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{where}not valid TOML ({error}).") from None
     except ValueError as error:
@@ -450,7 +455,7 @@ def shard_jobs(experiment: Experiment, out_dir: str | Path, shards: Sequence[int
                **settings) -> list[ShardJob]:
     """The experiment's shards as jobs (``shards``: only these indices), with ``settings`` of :class:`ShardJob`."""
     count = experiment.data.shards
-    indices = range(count) if shards is None else list(shards)
+    indices = range(count) if shards is None else sorted(set(shards))
     for index in indices:
         check_integer("shard", index, minimum=0, maximum=count - 1)
     return [ShardJob(experiment, index, str(out_dir), **settings) for index in indices]
