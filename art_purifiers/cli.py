@@ -558,6 +558,8 @@ def run_experiment_file(args: argparse.Namespace) -> int:
         from art_purifiers.data.cifar10 import resolve_cifar10_root
 
         resolve_cifar10_root(None)  # a clear error now, not in every shard's job
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder.")
     _writable("--out", str(Path(args.out) / f"{experiment.name}.json"), may_create=True)
     _check_device(args.device)
     if args.executor == "slurm":

@@ -194,6 +194,7 @@ def test_run_refuses_bad_arguments_before_any_work(tmp_path, capsys, monkeypatch
     assert "--slurm-gpus-per-node must be" in _cli_error(capsys, ["run", str(path), "--slurm-gpus-per-node", "-1"])
     assert "is not a folder" in _cli_error(capsys, ["run", str(path), "--data-root", str(tmp_path / "x")])
     assert "--device must be cpu or cuda" in _cli_error(capsys, ["run", str(path), "--device", "tpu"])
+    assert "is a file; give a folder" in _cli_error(capsys, ["run", str(path), "--out", str(path)])
     monkeypatch.setitem(__import__("sys").modules, "submitit", None)
     assert "pip install submitit" in _cli_error(capsys, ["run", str(path), "--executor", "slurm",
                                                          "--out", str(tmp_path / "out")])
