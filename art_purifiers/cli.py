@@ -1,4 +1,4 @@
-"""Command line: art-purifiers evaluate | defences | train | merge | convert-victim | import-weights | plot."""
+"""Command line: art-purifiers evaluate | run | defences | train | merge | convert-victim | import-weights | plot."""
 
 from __future__ import annotations
 
@@ -532,6 +532,82 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", formatter_class=HelpFormatter,
+        help="run an experiment file (experiments/NAME.toml): its shards, resumed, merged into one table",
+        description="Run the results table declared in an experiment file (format: docs/experiments.md). Its shards "
+        "run through the executor (local: this process or a pool of local processes; slurm: one Slurm job array "
+        "through submitit); a shard whose table is already in OUT/shards/NAME/ for the same declaration is not run "
+        "again (and the adversarial-example cache resumes the attacks of an interrupted one). When every shard is "
+        "there, they are merged into OUT/NAME.json and OUT/NAME.md with their provenance.",
+    )
+    p.add_argument("experiment", metavar="EXPERIMENT.toml", help="the experiment file")
+    p.add_argument("--executor", default="local", choices=["local", "slurm"], help="where the shards run")
+    p.add_argument("--data-root", default=None,
+                   help="CIFAR-10 python-layout folder for experiments on CIFAR-10 (default: $ART_PURIFIERS_CIFAR10)")
+    p.add_argument("--out", default="runs/experiments", help="folder of the table and its shards")
+    p.add_argument("--shards", nargs="+", type=int, default=None, metavar="I",
+                   help="run only these shard indices (0-based); the table is merged once all are there (default: all)")
+    p.add_argument("--workers", type=int, default=1, help="local executor: shards run at once, each in a process")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help="adversarial-example cache folder")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--slurm-folder", default=None, help="slurm: submitit's scripts and logs (default: OUT/slurm/NAME)")
+    p.add_argument("--slurm-partition", default=None, help="slurm: partition (default: the cluster's)")
+    p.add_argument("--slurm-gpus-per-node", type=int, default=0, help="slurm: GPUs of each shard's job")
+    p.add_argument("--slurm-cpus-per-task", type=int, default=1, help="slurm: CPU cores of each shard's job")
+    p.add_argument("--slurm-timeout-min", type=int, default=60, help="slurm: time limit of each shard's job, minutes")
+    p.add_argument("--slurm-array-parallelism", type=int, default=16, help="slurm: shards running at once")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no informational log lines")
+    p.add_argument("--verbose", action="store_true", help="also show the informational logs of other libraries")
+
+
+def run_experiment_file(args: argparse.Namespace) -> int:
+    from art_purifiers.checks import check_integer
+    from art_purifiers.evaluation.experiments import (
+        LocalExecutor,
+        cluster_executor,
+        load_experiment,
+        run_experiment,
+        summary,
+    )
+
+    experiment = load_experiment(args.experiment)
+    for option in ("workers", "slurm_cpus_per_task", "slurm_timeout_min", "slurm_array_parallelism"):
+        check_integer(f"--{option.replace('_', '-')}", getattr(args, option), minimum=1)
+    check_integer("--slurm-gpus-per-node", args.slurm_gpus_per_node, minimum=0)
+    for index in args.shards or []:
+        check_integer("--shards", index, minimum=0, maximum=experiment.data.shards - 1)
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root} is not a folder.")
+    if experiment.data.source == "cifar10" and args.data_root is None:
+        from art_purifiers.data.cifar10 import resolve_cifar10_root
+
+        resolve_cifar10_root(None)  # a clear error now, not in every shard's job
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder.")
+    _writable("--out", str(Path(args.out) / f"{experiment.name}.json"), may_create=True)
+    _check_device(args.device)
+    if args.executor == "slurm":
+        folder = args.slurm_folder or Path(args.out) / "slurm" / experiment.name
+        executor = cluster_executor(folder, "slurm", args.slurm_partition, args.slurm_gpus_per_node,
+                                    args.slurm_cpus_per_task, args.slurm_timeout_min, args.slurm_array_parallelism)
+    else:
+        executor = LocalExecutor(args.workers)
+    table = run_experiment(experiment, args.out, executor, args.shards,
+                           command="art-purifiers " + " ".join(sys.argv[1:]), data_root=args.data_root,
+                           device=args.device, cache_dir=None if args.no_cache else args.cache_dir, quiet=args.quiet)
+    if table is None:
+        print(f"{experiment.name}: shards written to {Path(args.out) / 'shards' / experiment.name}; the table is "
+              "merged once every shard is there.")
+        return 0
+    reading = table.reading()
+    print(summary(table).to_text() + (f"\n{reading}" if reading else ""))
+    print(f"written: {Path(args.out) / (experiment.name + '.json')} and .md")
+    return 0
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     """Warnings from everyone; this package's informational lines unless --quiet (always for train); the INFO lines
     of ART and other libraries only with --verbose."""
@@ -559,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     _evaluate_parser(sub)
+    _run_parser(sub)
     sub.add_parser("defences", help="list every defence with its parameters, defaults and ranges",
                    description="List every defence that --defence accepts, with its parameters, their defaults and "
                    "what each means (read from the classes themselves).")
@@ -582,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim,
-                "plot": run_plot, "defences": run_defences, "import-weights": run_import_weights}
+                "plot": run_plot, "defences": run_defences, "import-weights": run_import_weights,
+                "run": run_experiment_file}
     try:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # user errors; anything else is a bug and keeps its traceback

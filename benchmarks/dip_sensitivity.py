@@ -2,9 +2,9 @@
 touching the test images: DIP iterations x network size (the paper's Table 3), and with ``--vary`` the
 reconstruction's parameters one at a time (the group of the paper's Fig. 6).
 
-    python benchmarks/dip_sensitivity.py --data-root ../shared/data/cifar10 --n 32 --traces runs/dip-traces \
+    python benchmarks/dip_sensitivity.py --data-root DIR --n 32 --traces runs/dip-traces \
         --input-jitter 0 --set warmup=100 step=0.5 --json docs/results/dip_sensitivity.json
-    python benchmarks/dip_sensitivity.py --data-root ../shared/data/cifar10 --n 128 --seeds 0 1 \
+    python benchmarks/dip_sensitivity.py --data-root DIR --n 128 --seeds 0 1 \
         --traces runs/dip-traces --at small:1500 --vary warmup=600,700,800 step=0.25,0.5,0.75 keep=5,10 --product \
         --json runs/jitter_warmup_step_keep.json
 

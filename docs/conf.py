@@ -8,7 +8,6 @@ Build (warnings are errors)::
 from __future__ import annotations
 
 import importlib.util
-import shlex
 import sys
 from pathlib import Path
 
@@ -36,10 +35,10 @@ extensions = [
 
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-# docs/results/ holds the scripts behind results.md and the tables they write (``--output``). The tables
-# are fragments for results.md (``{include}`` works on excluded files), not pages of their own; without
-# this exclusion Sphinx warns that they are in no toctree.
-exclude_patterns = ["_build", "_generated", "results/*.sh", "results/*.md", "results/*/*.md", "Thumbs.db", ".DS_Store"]
+# docs/results/ holds the tables that the experiment files of experiments/ write (Markdown beside the JSON). They
+# are fragments for results.md (``{include}`` works on excluded files), not pages of their own; without this
+# exclusion Sphinx warns that they are in no toctree.
+exclude_patterns = ["_build", "_generated", "results/*.md", "results/*/*.md", "Thumbs.db", ".DS_Store"]
 
 # MyST: heading anchors let pages link to sections, e.g. ``evaluating.md#command-line``.
 myst_enable_extensions = ["colon_fence", "deflist"]
@@ -92,20 +91,36 @@ sphinx_gallery_conf = {
 
 
 # -- Figures of the recorded results -------------------------------------------------------------------
-#: The commands that draw the results figures (one source for the build and for readers, who see the script
-#: on the Results page); each is run in this process, with paths under docs/ taken from the repository root.
-FIGURE_SCRIPT = ROOT / "docs" / "results" / "plot_figures.sh"
+#: The figures drawn from the recorded tables (one source for the build and for readers, who see the file on the
+#: Results page): each ``[[figure]]`` becomes one ``art-purifiers plot`` command, run in this process.
+FIGURES = ROOT / "docs" / "results" / "figures.toml"
+_FIGURE_KEYS = {"output", "kind", "tables", "eps", "defences"}
 
 
-def figure_commands(script: Path = FIGURE_SCRIPT) -> list[list[str]]:
-    """The arguments of every ``art-purifiers plot`` command of ``script`` (backslash continuations joined)."""
-    text = script.read_text(encoding="utf-8").replace("\\\n", " ")
-    commands = [shlex.split(line) for line in text.splitlines() if line.startswith("art-purifiers plot ")]
-    return [[str(ROOT / a) if a.startswith("docs/") else a for a in words[1:]] for words in commands]
+def figure_commands(path: Path = FIGURES) -> list[list[str]]:
+    """The arguments of ``art-purifiers plot`` for every ``[[figure]]`` of ``path``: its tables are
+    ``docs/results/NAME.json``, its output goes to ``docs/_generated/``."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+
+    commands = []
+    for figure in tomllib.loads(path.read_text(encoding="utf-8"))["figure"]:
+        unknown = set(figure) - _FIGURE_KEYS
+        if unknown:
+            raise ValueError(f"{path}: a figure has unknown keys {sorted(unknown)}; allowed: {sorted(_FIGURE_KEYS)}.")
+        arguments = ["plot", *(str(ROOT / "docs" / "results" / f"{name}.json") for name in figure["tables"]),
+                     "--kind", figure["kind"], "--output", str(ROOT / "docs" / "_generated" / figure["output"])]
+        arguments += ["--eps", figure["eps"]] if "eps" in figure else []
+        for defence in figure.get("defences", []):
+            arguments += ["--defence", defence]
+        commands.append(arguments)
+    return commands
 
 
 def draw_result_figures(app) -> None:
-    """Draw the figures of :data:`FIGURE_SCRIPT` into docs/_generated/ before the pages are read."""
+    """Draw the figures of :data:`FIGURES` into docs/_generated/ before the pages are read."""
     from art_purifiers.cli import main
 
     (ROOT / "docs" / "_generated").mkdir(exist_ok=True)
