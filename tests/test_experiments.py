@@ -14,7 +14,7 @@ import pytest
 from art_purifiers.cli import main
 from art_purifiers.evaluation import experiments
 from art_purifiers.evaluation.experiments import (
-    DataSlice,
+    DeclaredImages,
     LocalExecutor,
     cluster_executor,
     load_experiment,
@@ -104,7 +104,7 @@ def test_deployment_seeds_deploy_every_spec_once_per_seed():
 
 @pytest.mark.parametrize("images, shards", [(4, 2), (500, 5), (8, 4), (7, 3), (5, 5)])
 def test_shard_parts_are_those_of_evaluate_shard(images, shards):
-    data = DataSlice(images=images, shards=shards)
+    data = DeclaredImages(images=images, shards=shards)
     expected = [(int(p[0]), int(p[-1])) for p in np.array_split(np.arange(images), shards)]
     assert [data.part(i) for i in range(shards)] == expected
 
@@ -134,6 +134,10 @@ BAD = [
     ("[evaluation]\nsteps = 0\n", "evaluation.steps must be an integer in [1, inf)"),
     ("[evaluation]\neot_draws = 2.0\n", "evaluation.eot_draws must be an integer"),
     ("[evaluation]\nqueries = -3\n", "evaluation.queries must be an integer in [1, inf)"),
+    ("[evaluation]\nprotocols = ['worse']\n", "evaluation.protocols must be one of"),
+    ("[evaluation]\nprotocols = 'worst'\n", "evaluation.protocols must be a non-empty list"),
+    ("[evaluation]\nprotocol_draws = 1\n", "evaluation.protocol_draws must be an integer in [2, inf)"),
+    ("[evaluation]\ndraws_per_forward = 0\n", "evaluation.draws_per_forward must be an integer in [1, inf)"),
     ("[evaluation]\nseed = -1\n", "evaluation.seed must be an integer in [0, inf)"),
     ("[evaluation]\nbatch_size = 0\n", "evaluation.batch_size must be an integer in [1, inf)"),
     ("[evaluation]\nrandom_start = 1\n", "evaluation.random_start must be true or false"),

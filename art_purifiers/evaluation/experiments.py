@@ -29,7 +29,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from art_purifiers.checks import check_choice, check_integer, check_number
-from art_purifiers.evaluation.names import ATTACKS, THREATS
+from art_purifiers.evaluation.names import ATTACKS, PROTOCOLS, THREATS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,12 +45,13 @@ BUNDLED_SOURCE = "bundled sample"
 _TOP_KEYS = ("description", "data", "evaluation", "recorded")
 _DATA_KEYS = ("source", "split", "images", "shards")
 _EVALUATION_KEYS = ("victim", "source", "defences", "deployment_seeds", "threats", "attacks", "norm", "eps", "steps",
-                    "step_size", "random_start", "eot_draws", "queries", "seed", "batch_size")
+                    "step_size", "random_start", "eot_draws", "queries", "protocols", "protocol_draws",
+                    "draws_per_forward", "seed", "batch_size")
 _RECORDED_KEYS = ("renamed",)
 
 
 @dataclass(frozen=True)
-class DataSlice:
+class DeclaredImages:
     """Images ``0..images-1`` of ``split`` from ``source``, cut into ``shards`` near-equal consecutive parts."""
 
     source: str = "bundled"
@@ -98,6 +99,9 @@ class EvaluationOptions:
     random_start: bool = True
     eot_draws: int = 8
     queries: int = 1000
+    protocols: tuple[str, ...] = ("single",)
+    protocol_draws: int = 16
+    draws_per_forward: int | None = None
     seed: int = 0
     batch_size: int = 128
 
@@ -121,6 +125,11 @@ class EvaluationOptions:
             raise ValueError(f"evaluation.random_start must be true or false, got {self.random_start!r}.")
         for name in ("steps", "eot_draws", "queries", "batch_size"):
             check_integer(f"evaluation.{name}", getattr(self, name), minimum=1)
+        for protocol in _check_texts("evaluation.protocols", self.protocols):
+            check_choice("evaluation.protocols", protocol, PROTOCOLS)
+        check_integer("evaluation.protocol_draws", self.protocol_draws, minimum=2)
+        if self.draws_per_forward is not None:
+            check_integer("evaluation.draws_per_forward", self.draws_per_forward, minimum=1)
         check_integer("evaluation.seed", self.seed, minimum=0)
         if self.source is not None:
             _check_texts("evaluation.source", [self.source])
@@ -130,10 +139,10 @@ class EvaluationOptions:
         self._check_defences()
 
     def _check_defences(self) -> None:
-        from art_purifiers.specs import check_builtin_spec
+        from art_purifiers.specs import check_spec
 
         for spec in self.defence_specs():
-            check_builtin_spec(spec)
+            check_spec(spec)
         if self.deployment_seeds and any("seed=" in spec for spec in self.defences):
             raise ValueError("evaluation.defences: a spec sets seed= while evaluation.deployment_seeds deploys every "
                              "spec with each seed; give one or the other.")
@@ -153,7 +162,7 @@ class EvaluationOptions:
 
         step = None if self.step_size is None else parse_budget("step_size", self.step_size, self.norm)
         return [AttackSpec(name=name, norm=self.norm, eps=parse_budget("eps", eps, self.norm), steps=self.steps,
-                           step_size=step, random_start=self.random_start)
+                           step_size=step, random_start=self.random_start, queries=self.queries)
                 for name in self.attacks for eps in self.eps]
 
 
@@ -166,7 +175,7 @@ class Experiment:
     """
 
     name: str
-    data: DataSlice
+    data: DeclaredImages
     evaluation: EvaluationOptions
     description: str = ""
     renamed: dict = field(default_factory=dict)
@@ -227,7 +236,7 @@ def parse_experiment(text: str, name: str, path: str = "") -> Experiment:
         description = document.get("description", "")
         if not isinstance(description, str):
             raise ValueError(f"description must be text, got {description!r}")
-        data = DataSlice(**_table(document, "data", _DATA_KEYS, ""))
+        data = DeclaredImages(**_table(document, "data", _DATA_KEYS, ""))
         options = _table(document, "evaluation", _EVALUATION_KEYS, "")
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         evaluation = EvaluationOptions(**options)
@@ -319,35 +328,43 @@ def run_shard(job: ShardJob) -> str:
 
 def _evaluate_shard(job: ShardJob):
     """The shard's :class:`~art_purifiers.evaluation.report.ResultTable`: the one call of
-    :func:`~art_purifiers.evaluation.runner.evaluate`, with the experiment's declared options."""
-    import torch
-
+    :func:`~art_purifiers.evaluation.runner.evaluate`, with the experiment's declared options as its settings."""
     from art_purifiers.defences import make_defence
+    from art_purifiers.devices import resolve_device
     from art_purifiers.evaluation.report import describe_data
     from art_purifiers.evaluation.runner import evaluate
     from art_purifiers.keys import fingerprint
     from art_purifiers.models import load_victim
 
     options, data = job.experiment.evaluation, job.experiment.data
-    device = job.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(job.device)
     victim = load_victim(options.victim).to(device)
-    overrides = {"device_type": "cpu" if device == "cpu" else "gpu", "verbose": False}
+    overrides = {"device_type": "cpu" if device.type == "cpu" else "gpu", "verbose": False}
     defences = {spec: make_defence(spec, victim=victim, **overrides) for spec in options.defence_specs()}
     first, last = data.part(job.index)
     x, y, source = _load_slice(data, job.data_root, last + 1)
-    table = evaluate(victim, defences, x[first:], y[first:], threats=options.threats, attack=options.attack_specs(),
-                     seed=options.seed, batch_size=options.batch_size, device=device, cache_dir=job.cache_dir,
-                     victim_name=options.victim, verbose=not job.quiet, eot_draws=options.eot_draws,
-                     queries=options.queries,
-                     source=None if options.source is None else load_victim(options.source).to(device),
-                     source_name=str(options.source))
+    table = evaluate(victim, defences, x[first:], y[first:], _settings(options, job, str(device)),
+                     source=None if options.source is None else load_victim(options.source).to(device))
     table.meta.update({"data_source": source, "split": data.split, "images": [first, last],
                        "shard": [job.index, data.shards], "images_fingerprint": fingerprint(x[first:], y[first:]),
                        "data": describe_data(source, first, last, (job.index, data.shards), data.split)})
     return table
 
 
-def _load_slice(data: DataSlice, data_root: str | None, count: int):
+def _settings(options: EvaluationOptions, job: ShardJob, device: str):
+    """The :class:`~art_purifiers.evaluation.settings.EvaluationSettings` of a shard (threat names are presets, in
+    their usual order, as ``art-purifiers evaluate`` builds them)."""
+    from art_purifiers.evaluation.settings import preset
+
+    fields = {"attacks": tuple(options.attack_specs()), "eot_draws": options.eot_draws, "queries": options.queries,
+              "protocols": options.protocols, "protocol_draws": options.protocol_draws,
+              "draws_per_forward": options.draws_per_forward, "seed": options.seed,
+              "batch_size": options.batch_size, "device": device, "cache_dir": job.cache_dir,
+              "verbose": not job.quiet, "victim_name": options.victim, "source_name": str(options.source)}
+    return preset(*[name for name in THREATS if name in options.threats], **fields)
+
+
+def _load_slice(data: DeclaredImages, data_root: str | None, count: int):
     """Images and labels ``0..count-1`` of the slice's split, and how the source is named in the table."""
     from art_purifiers.data import load_cifar10, load_sample
     from art_purifiers.data.cifar10 import resolve_cifar10_root
