@@ -18,6 +18,7 @@ from art_purifiers.training.dir import PRESETS as DIR_PRESETS
 from art_purifiers.training.dir import Restorer, _representation_loss, export_weights, kl_perturbation, train_dir
 from art_purifiers.training.victim_at import PRESETS as AT_PRESETS
 from art_purifiers.training.victim_at import export_victim, train_victim_at
+from art_purifiers.weights import load_networks
 
 
 @pytest.mark.parametrize(("views", "ratio", "sizes"), [(2, 0.5, [8, 8]), (2, 0.3, [11, 5]), (2, 0.7, [5, 11]),
@@ -167,6 +168,21 @@ def test_adversarial_training_runs_and_exports_a_victim(tmp_path):
         torch.testing.assert_close(load_victim(path)(torch.from_numpy(x[:4])), victim(torch.from_numpy(x[:4])))
     with pytest.raises(ValueError, match="fewer than a batch"):
         train_victim_at(dataclasses.replace(config, validation_images=60), x, y, tmp_path / "other")
+
+
+def test_exported_victim_names_its_network_and_normalisation(tmp_path):
+    """``export_victim`` writes the layout every weight file has (the network's spec in the metadata, read by the one
+    loader), not the old victim layout only weights/legacy.py understood."""
+    victim = load_victim("resnet20")
+    path = tmp_path / "victim.safetensors"
+    export_victim(victim, path, {"command": "test"})
+    networks, metadata = load_networks(path, method="victim")
+    assert set(networks) == {""} and metadata["networks"][""] == victim.network.network_spec
+    assert metadata["normalization"] == {"mean": victim.mean.flatten().tolist(), "std": victim.std.flatten().tolist()}
+    assert metadata["training"] == "PGD adversarial training" and metadata["provenance"] == {"command": "test"}
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(load_victim(path)(x), victim(x), rtol=0, atol=0)
 
 
 def _train_dir_as_rank(rank: int, world: int, port: int, folder: str) -> None:

@@ -22,7 +22,7 @@ from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
 from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import batch_for_iteration, iteration_generator, pgd_linf
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
-from art_purifiers.weights import save_safetensors
+from art_purifiers.weights import save_networks
 
 #: Starting points: a bundled (naturally trained) victim to fine-tune, or random weights.
 INITS = ("resnet20", "resnet32", "scratch")
@@ -140,11 +140,14 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
 
 
 def export_victim(victim: NormalizedClassifier, path: str | Path, provenance: dict | None = None) -> str:
-    """Write the network as a victim weight file (safetensors, the bare ResNet's state dict as the bundled victims
-    hold it); return its sha256."""
-    metadata = {"method": "victim", "architecture": f"cifar_resnet{victim.network.depth}",
+    """Write the network as a victim weight file (safetensors: the bare network under the key ``""``, its spec and
+    input normalisation in the metadata, as ``convert-victim`` writes them); return its sha256."""
+    spec = victim.network.network_spec
+    arguments = ", ".join(f"{key}={value}" for key, value in spec["args"].items())
+    normalization = {"mean": victim.mean.flatten().tolist(), "std": victim.std.flatten().tolist()}
+    metadata = {"method": "victim", "architecture": f"{spec['name']}({arguments})", "normalization": normalization,
                 "training": "PGD adversarial training", "provenance": provenance or {}}
-    return save_safetensors(victim.network.state_dict(), path, metadata=metadata)
+    return save_networks({"": victim.network}, path, metadata)
 
 
 def run(config: VictimATConfig, job: TrainingJob) -> dict:
