@@ -37,6 +37,42 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 logger = logging.getLogger(__name__)
 
 
+def _launch() -> tuple[int, int]:
+    """``(world size, local rank)`` of this process as ``torchrun`` sets them (``(1, 0)`` without it)."""
+    return (check_integer("WORLD_SIZE", int(os.environ.get("WORLD_SIZE", "1")), minimum=1),
+            check_integer("LOCAL_RANK", int(os.environ.get("LOCAL_RANK", "0")), minimum=0))
+
+
+def run_device(name: str | None) -> torch.device:
+    """This process's training device for the requested ``name``.
+
+    ``None`` is CUDA when available, else the CPU. Under ``torchrun`` with several ranks a bare ``"cuda"`` is each
+    rank's own GPU, ``cuda:LOCAL_RANK``; ``"cuda:K"`` names one GPU, which several ranks cannot share, so it is
+    refused there (choose the GPUs with ``CUDA_VISIBLE_DEVICES``).
+
+    :raises ValueError: An unknown device, CUDA asked for where torch sees none, a GPU index past the visible ones,
+        or ``cuda:K`` with several ranks.
+    """
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_choice("device", name.split(":")[0], ("cpu", "cuda"))
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device must be cpu, cuda or cuda:K, got {name!r}.") from error
+    if device.type == "cpu":
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
+    world, local_rank = _launch()
+    if world > 1 and device.index is not None:
+        raise ValueError(f"device {name!r} names one GPU, but torchrun started {world} ranks, one GPU each: use "
+                         "device 'cuda' (rank r trains on cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose them.")
+    index = local_rank if world > 1 else device.index
+    if index is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"cuda:{index} was asked for, but torch sees {torch.cuda.device_count()} CUDA device(s).")
+    return device if index is None else torch.device("cuda", index)
+
+
 @dataclass
 class Distributed:
     """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
@@ -46,13 +82,18 @@ class Distributed:
     local_rank: int = 0
 
     @classmethod
-    def setup(cls) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+    def setup(cls, device: torch.device) -> Distributed:
+        """Join the ``torchrun`` job (nothing to join without one) on ``device``, this rank's device: a CUDA rank
+        makes its GPU current first (NCCL's barriers and collectives run on the current device), and the backend
+        follows the device, NCCL for CUDA and gloo for the CPU, whether or not the machine has a GPU."""
+        world, local_rank = _launch()
         if world == 1:
             return cls()
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world, local_rank)
 
     @property
     def is_main(self) -> bool:
@@ -84,17 +125,12 @@ class RunContext:
 
     @classmethod
     def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0) -> RunContext:
-        """Set up DDP under ``torchrun`` (one CUDA device per rank), the output folder and its ``train.log``.
+        """Set up DDP under ``torchrun`` (see :func:`run_device`), the output folder and its ``train.log``.
 
-        :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
         """
-        distributed = Distributed.setup()
-        name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_choice("device", name.split(":")[0], ("cpu", "cuda"))
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
-        torch_device = torch.device(f"cuda:{distributed.local_rank}" if name == "cuda" and distributed.world > 1
-                                    else name)
+        torch_device = run_device(device)
+        distributed = Distributed.setup(torch_device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         context = cls(out_dir, torch_device, distributed, check_integer("seed", seed, minimum=0))
