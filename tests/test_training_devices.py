@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import TinyCNN
+from torch import nn
 
-from art_purifiers.training.framework import RunContext
+from art_purifiers.training import dir as dir_training
+from art_purifiers.training import idfr as idfr_training
+from art_purifiers.training import irad as irad_training
+from art_purifiers.training import victim_at as victim_at_training
+from art_purifiers.training.framework import Optimisation, RunContext
+from art_purifiers.training.registry import provenance
+
+TRAINERS = ("irad", "dir", "idfr", "victim-at")
+#: The networks each trainer trains (what must run under autocast, and agree across ranks).
+TRAINED = {"irad": {"ImplicitRepresentation", "SampleNet"}, "dir": {"MaskedViTDenoiser"},
+           "idfr": {"InputDenoiser", "FeatureRestorer"}, "victim-at": {"CifarResNet"}}
 
 
 @pytest.fixture
@@ -58,3 +76,131 @@ def test_gpu_index_past_the_visible_ones_is_refused(fake_torchrun, monkeypatch, 
     monkeypatch.setenv("LOCAL_RANK", "3")
     with pytest.raises(ValueError, match="cuda:3 was asked for"):
         RunContext.create(tmp_path, "cuda")
+
+
+def _tiny_run(method: str, folder: Path, precision: str = "fp32") -> tuple[dict[str, torch.Tensor], dict]:
+    """A few iterations of every stage of ``method`` on 48 random images, on the CPU: the trained networks' tensors
+    and the report."""
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(size=(48, 3, 32, 32)).astype(np.float32), (np.arange(48) % 10).astype(np.int64)
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    if method == "irad":
+        config = dataclasses.replace(irad_training.PRESETS["smoke"], images=None, pgd_steps=1, stage1_iterations=2,
+                                     stage2_iterations=2, stage1_batch=4, stage2_batch=4, precision=precision)
+        representation, samplenet, report = irad_training.train_irad(config, x, y, model, folder)
+        networks = {"representation": representation, "samplenet": samplenet}
+    elif method == "dir":
+        config = dataclasses.replace(dir_training.PRESETS["smoke"], images=None, stage1_iterations=2,
+                                     stage2_iterations=2, validation_images=8, validate_every=1, precision=precision)
+        denoiser, report = dir_training.train_dir(config, x, y, model, folder)
+        networks = {"denoiser": denoiser}
+    elif method == "idfr":
+        config = dataclasses.replace(idfr_training.PRESETS["smoke"], images=None, attack_iterations=1,
+                                     denoiser_iterations=2, restorer_iterations=2, validation_images=8,
+                                     validate_every=1, precision=precision)
+        denoiser, restorer, report = idfr_training.train_idfr(config, x, y, model, folder)
+        networks = {"denoiser": denoiser, "restorer": restorer}
+    else:
+        config = dataclasses.replace(victim_at_training.PRESETS["smoke"], images=None, iterations=2, batch=8,
+                                     validation_images=8, validate_every=1, precision=precision)
+        victim, report = victim_at_training.train_victim_at(config, x, y, folder)
+        networks = {"victim": victim}
+    return {f"{key}.{name}": value for key, network in networks.items()
+            for name, value in network.state_dict().items()}, report
+
+
+def _autocast_on() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_cpu_enabled()
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_autocast_context_needs_no_gpu():
+    context = Optimisation([], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1),
+                           mixed_precision=True).autocast(torch.device("cuda"))
+    assert isinstance(context, torch.autocast) and context.device == "cuda" and context.fast_dtype == torch.bfloat16
+    plain = Optimisation([], torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1))
+    assert not isinstance(plain.autocast(torch.device("cuda")), torch.autocast)
+
+
+@pytest.mark.parametrize("method", TRAINERS)
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_trainer_steps_under_its_precision(method, precision, tmp_path):
+    """bf16: every trained network's training forward passes run under (CPU) autocast, and the precision is
+    recorded; fp32: none does. The TF32 flags the run sets come back afterwards."""
+    seen: dict[str, set[bool]] = {}
+
+    def record(module: nn.Module, *_) -> None:
+        seen.setdefault(type(module).__name__, set()).add(_autocast_on())
+
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    hook = nn.modules.module.register_module_forward_hook(record)
+    try:
+        _, report = _tiny_run(method, tmp_path, precision)
+    finally:
+        hook.remove()
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == flags
+    for network in TRAINED[method]:
+        assert (True in seen[network]) == (precision == "bf16"), network
+    assert report["precision"] == precision
+    assert provenance({**report, "command": "test"})["precision"] == precision
+    assert f"precision {precision}" in (tmp_path / "train.log").read_text()
+
+
+def test_precision_is_checked(tmp_path):
+    for config in (irad_training.PRESETS["smoke"], dir_training.PRESETS["smoke"], idfr_training.PRESETS["smoke"],
+                   victim_at_training.PRESETS["smoke"]):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            dataclasses.replace(config, precision="fp16")
+    with pytest.raises(ValueError, match="'tf32' changes CUDA matrix products only"):
+        RunContext.create(tmp_path, "cpu", precision="tf32")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        RunContext.create(tmp_path, "cpu", precision="half")
+
+
+def test_precision_flags_are_set_for_the_run_and_restored(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    for precision, inside in [("fp32", (False, False)), ("bf16", (True, True))]:
+        with RunContext.create(tmp_path, "cpu", precision=precision).precision_flags():
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == inside
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+
+
+def _train_as_rank(rank: int, world: int, port: int, folder: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    for method in TRAINERS:
+        tensors, _ = _tiny_run(method, Path(folder) / method)  # one folder for all ranks, as under torchrun
+        torch.save(tensors, Path(folder) / f"{method}-rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_rank_runs(tmp_path_factory) -> Path:
+    """Every trainer run by two gloo ranks (one spawn for all of them: starting the processes costs more than the
+    training); the folder holding each rank's final weights."""
+    import torch.multiprocessing as mp
+
+    folder = tmp_path_factory.mktemp("two_ranks")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_train_as_rank, args=(2, port, str(folder)), nprocs=2)
+    return folder
+
+
+@pytest.mark.parametrize("method", TRAINERS)
+def test_two_ranks_end_every_trainer_with_the_same_weights(method, two_rank_runs):
+    """Under torchrun (two gloo ranks, each on its own batches) every trainer trains one model: all ranks end with
+    rank 0's weights, the ones it exports (parameters through DDP or averaged gradients, batch-norm statistics
+    broadcast from rank 0 at the end of each stage)."""
+    first, second = (torch.load(two_rank_runs / f"{method}-rank{rank}.pt", weights_only=True) for rank in range(2))
+    assert first.keys() == second.keys()
+    for key in first:
+        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)

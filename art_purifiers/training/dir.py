@@ -32,7 +32,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.training.framework import Distributed, Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -165,27 +165,28 @@ def _representation_loss(config: DIRTrainingConfig, restorer: Restorer, target: 
     return F.kl_div(F.log_softmax(target(perturbed), dim=1), F.softmax(logits, dim=1), reduction="sum") / len(logits)
 
 
-def _optimisation(config: DIRTrainingConfig, denoiser: nn.Module, stage: int,
-                  distributed: Distributed | None = None) -> Optimisation:
+def _optimisation(config: DIRTrainingConfig, context: RunContext, denoiser: nn.Module, stage: int) -> Optimisation:
     parameters = list(denoiser.parameters())
     if stage == 1:
         lr = config.stage1_lr * config.stage1_batch / 256  # the MAE recipe's scaling with the batch
         optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
         return Optimisation(parameters, optimizer, Schedule(max(1, config.stage1_iterations),
-                                                            min(config.stage1_warmup, config.stage1_iterations)))
+                                                            min(config.stage1_warmup, config.stage1_iterations)),
+                            mixed_precision=context.mixed_precision)
     if config.stage2_optimizer == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=config.stage2_lr, momentum=0.9, weight_decay=2e-4)
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.stage2_lr, weight_decay=0.05)
     # Stage 2 calls the denoiser several times per step (PGD, the restoration, L_rep, the clean term), so it is not
     # wrapped in DDP; the optimiser averages the gradients over the ranks instead.
-    return Optimisation(parameters, optimizer, None, config.clip_norm, distributed=distributed)
+    return Optimisation(parameters, optimizer, None, config.clip_norm, mixed_precision=context.mixed_precision,
+                        distributed=context.distributed)
 
 
 def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTDenoiser, x: torch.Tensor,
             pairs: torch.Tensor, report: dict, validate) -> None:
     """MSE from masked adversarial images to the clean ones."""
-    optimisation = _optimisation(config, denoiser, 1)
+    optimisation = _optimisation(config, context, denoiser, 1)
     model = context.wrap(denoiser)
     rank, world = context.distributed.rank, context.distributed.world
 
@@ -194,8 +195,9 @@ def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTD
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, len(x), config.stage1_batch, config.seed, rank, world)
         views = complementary_masks(len(idx), denoiser.tokens, config.masks, config.ratio, generator)
-        restored = model(pairs[idx].to(context.device), views)
-        return optimisation.step(F.mse_loss(restored, x[idx].to(context.device)), i)
+        with optimisation.autocast(context.device):
+            loss = F.mse_loss(model(pairs[idx].to(context.device), views), x[idx].to(context.device))
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 1 (MSE)", "stage1", step, {"denoiser": denoiser}, optimisation,
                        config.stage1_iterations, config.checkpoint_every, validate=validate,
@@ -206,7 +208,7 @@ def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTD
 def _stage2(config: DIRTrainingConfig, context: RunContext, restorer: Restorer, target: nn.Module, x: torch.Tensor,
             y: torch.Tensor, report: dict, validate) -> None:
     """``L_adv + alpha * L_rep (+ clean_weight * L_clean)`` on PGD examples crafted through denoiser and target."""
-    optimisation = _optimisation(config, restorer.denoiser, 2, context.distributed)
+    optimisation = _optimisation(config, context, restorer.denoiser, 2)
     defended = nn.Sequential(restorer, target)
     rank, world = context.distributed.rank, context.distributed.world
 
@@ -215,18 +217,19 @@ def _stage2(config: DIRTrainingConfig, context: RunContext, restorer: Restorer, 
         restorer.generator.manual_seed(int(torch.randint(2**62, (), generator=generator)))
         idx = batch_for_iteration(i, len(x), config.stage2_batch, config.seed + 1, rank, world)
         clean, labels = x[idx].to(context.device), y[idx].to(context.device)
-        restorer.eval()
-        adversarial = pgd_linf(defended, clean, labels, config.eps, config.step_size, config.attack_iterations,
-                               generator)
-        restorer.train()
-        restored = restorer(adversarial)
-        logits = target(restored)
-        loss = F.cross_entropy(logits, labels)
-        if config.alpha:
-            loss = loss + config.alpha * _representation_loss(config, restorer, target, adversarial, restored, logits,
-                                                              generator)
-        if config.clean_weight:
-            loss = loss + config.clean_weight * F.cross_entropy(target(restorer(clean)), labels)
+        with optimisation.autocast(context.device):  # the attacks too: they are most of the step's work
+            restorer.eval()
+            adversarial = pgd_linf(defended, clean, labels, config.eps, config.step_size, config.attack_iterations,
+                                   generator)
+            restorer.train()
+            restored = restorer(adversarial)
+            logits = target(restored)
+            loss = F.cross_entropy(logits, labels)
+            if config.alpha:
+                loss = loss + config.alpha * _representation_loss(config, restorer, target, adversarial, restored,
+                                                                  logits, generator)
+            if config.clean_weight:
+                loss = loss + config.clean_weight * F.cross_entropy(target(restorer(clean)), labels)
         return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 2 (L_adv + alpha L_rep)", "stage2", step, {"denoiser": restorer.denoiser},
@@ -260,7 +263,13 @@ def train_dir(config: DIRTrainingConfig, x: np.ndarray, y: np.ndarray, target: n
     :param y: Their labels ``(N,)``.
     :param target: The frozen classifier (images in ``[0, 1]`` to logits) the denoiser is trained for.
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_dir(config, context, x, y, target)
+
+
+def _train_dir(config: DIRTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+               target: nn.Module) -> tuple[MaskedViTDenoiser, dict]:
     target = target.eval().to(context.device).requires_grad_(False)
     held = len(x) - config.validation_images
     if held < max(config.stage1_batch, config.stage2_batch):

@@ -36,6 +36,17 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 
 logger = logging.getLogger(__name__)
 
+#: Numeric precisions of a training run (docs/training.md, "Devices, DDP and precision"): ``fp32``, float32 throughout
+#: (TF32 off for CUDA matrix products and cuDNN convolutions); ``tf32``, float32 tensors with TF32 tensor-core
+#: products (CUDA only); ``bf16``, each step's forward pass and loss under bfloat16 autocast (CUDA, or the CPU's
+#: autocast), with TF32 for the products autocast keeps in float32.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`."""
+    return check_choice("precision", precision, PRECISIONS)
+
 
 def _launch() -> tuple[int, int]:
     """``(world size, local rank)`` of this process as ``torchrun`` sets them (``(1, 0)`` without it)."""
@@ -109,6 +120,16 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast_buffers(self, modules: Iterable[nn.Module]) -> None:
+        """Give every rank rank 0's buffers (batch-norm running statistics). DDP broadcasts them before each forward
+        pass, but each rank's last forward pass updates them from its own batch, so the ranks end a stage with
+        different statistics and rank 0's are the ones it saves and exports."""
+        if self.world == 1:
+            return
+        for module in modules:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def share(self, n: int) -> np.ndarray:
         """This rank's contiguous share of ``range(n)`` (for work split across ranks, e.g. crafting pairs)."""
         return np.array_split(np.arange(n), self.world)[self.rank]
@@ -122,20 +143,46 @@ class RunContext:
     device: torch.device
     distributed: Distributed
     seed: int = 0
+    precision: str = "fp32"
 
     @classmethod
-    def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0) -> RunContext:
+    def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0,
+               precision: str = "fp32") -> RunContext:
         """Set up DDP under ``torchrun`` (see :func:`run_device`), the output folder and its ``train.log``.
 
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
+        :param precision: One of :data:`PRECISIONS`; ``tf32`` needs a CUDA device. The trainer enters
+            :meth:`precision_flags` for the run and autocasts each step through :class:`Optimisation`.
         """
+        check_precision(precision)
+        seed = check_integer("seed", seed, minimum=0)
         torch_device = run_device(device)
+        if precision == "tf32" and torch_device.type != "cuda":
+            raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
         distributed = Distributed.setup(torch_device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        context = cls(out_dir, torch_device, distributed, check_integer("seed", seed, minimum=0))
+        context = cls(out_dir, torch_device, distributed, seed, precision)
         context._log_to_file()
+        logger.info("device %s, world %d, precision %s", torch_device, distributed.world, precision)
         return context
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether steps autocast to bfloat16 (``Optimisation(..., mixed_precision=context.mixed_precision)``)."""
+        return self.precision == "bf16"
+
+    @contextlib.contextmanager
+    def precision_flags(self):
+        """TF32 for CUDA float32 matrix products and cuDNN convolutions off (``fp32``) or on (``tf32``, ``bf16``)
+        inside the block; the previous settings come back after it."""
+        matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        allowed = self.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+        try:
+            yield self
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
 
     def _log_to_file(self) -> None:
         path = (self.out_dir / "train.log").resolve()
@@ -152,8 +199,9 @@ class RunContext:
         return self.distributed.wrap(module.to(self.device), self.device)
 
     def describe(self) -> dict:
-        """Machine, device and world size, for reports and weight provenance."""
-        return {"machine": platform.node(), "device": str(self.device), "world": self.distributed.world}
+        """Machine, device, world size and precision, for reports and weight provenance."""
+        return {"machine": platform.node(), "device": str(self.device), "world": self.distributed.world,
+                "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -202,13 +250,13 @@ class EMA:
 
 class Optimisation:
     """One optimiser step with the shared options: a learning-rate :class:`Schedule`, gradient-norm clipping,
-    mixed precision (bfloat16 autocast, CUDA only: on CPU it would only slow things down) and an :class:`EMA`.
+    mixed precision (bfloat16 autocast of the forward pass, on CUDA or the CPU) and an :class:`EMA`.
 
     :param parameters: The trained parameters (for clipping).
     :param optimizer: A torch optimiser over them; its learning rates are the base rates of the schedule.
     :param schedule: ``None``: constant learning rate.
     :param clip_norm: Maximum global gradient norm, or ``None``.
-    :param mixed_precision: Autocast the forward pass to bfloat16 on CUDA.
+    :param mixed_precision: :meth:`autocast` is bfloat16 autocast (the run's ``bf16`` precision).
     :param ema: An :class:`EMA` updated after each step, or ``None``.
     :param distributed: Average the gradients over its ranks after each backward pass. For a model that is not
         wrapped in DDP because one step calls it several times (DDP would sync after the first backward only);
@@ -235,9 +283,10 @@ class Optimisation:
             parameter.grad /= self.distributed.world
 
     def autocast(self, device: torch.device):
-        """The forward pass's precision context."""
-        if self.mixed_precision and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """The precision context of a step's forward pass and loss on ``device`` (the backward pass, in
+        :meth:`step`, runs outside it): bfloat16 autocast with ``mixed_precision``, else nothing."""
+        if self.mixed_precision:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def step(self, loss: torch.Tensor, iteration: int) -> float:
@@ -362,4 +411,6 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
             logger.info("%s it %d validation %s", name, i + 1, metrics)
         if (i + 1) % every == 0 or i + 1 == iterations:
             save(i + 1)
+    averaged = [] if optimisation.ema is None else [optimisation.ema.module]
+    context.distributed.broadcast_buffers([*modules.values(), *averaged])
     return StageResult(log, elapsed(), validations)

@@ -173,10 +173,12 @@ def _flip(generator: torch.Generator, *images: torch.Tensor) -> tuple[torch.Tens
     return tuple(image.flip(-1) if flip else image for image in images)
 
 
-def _optimisation(parameters, lr: float, iterations: int, config: IDFRTrainingConfig) -> Optimisation:
+def _optimisation(parameters, lr: float, iterations: int, config: IDFRTrainingConfig,
+                  context: RunContext) -> Optimisation:
     parameters = list(parameters)
     schedule = Schedule(max(1, iterations), min(config.warmup, iterations), config.schedule)
-    return Optimisation(parameters, torch.optim.Adam(parameters, lr=lr), schedule, config.clip_norm)
+    return Optimisation(parameters, torch.optim.Adam(parameters, lr=lr), schedule, config.clip_norm,
+                        mixed_precision=context.mixed_precision)
 
 
 @dataclass
@@ -195,7 +197,8 @@ def train_denoiser(config: IDFRTrainingConfig, context: RunContext, target: nn.M
     torch.manual_seed(config.seed)
     denoiser = InputDenoiser(data.x.shape[1], config.denoiser_widths).to(context.device)
     model = context.wrap(denoiser)
-    optimisation = _optimisation(denoiser.parameters(), config.denoiser_lr, config.denoiser_iterations, config)
+    optimisation = _optimisation(denoiser.parameters(), config.denoiser_lr, config.denoiser_iterations, config,
+                                 context)
     rank, world = context.distributed.rank, context.distributed.world
 
     def step(i: int) -> float:
@@ -266,13 +269,15 @@ def train_restorer(config: IDFRTrainingConfig, context: RunContext, pairs: Conve
     torch.manual_seed(config.seed + 2)
     restorer = FeatureRestorer(pairs.h.shape[1], config.restorer_skips).to(context.device)
     model = context.wrap(restorer)
-    optimisation = _optimisation(restorer.parameters(), config.restorer_lr, config.restorer_iterations, config)
+    optimisation = _optimisation(restorer.parameters(), config.restorer_lr, config.restorer_iterations, config,
+                                 context)
 
     def step(i: int) -> float:
         restorer.train()
         mixed, labels = pairs.draw(config.restorer_batch, iteration_generator(config.seed + 2, i,
                                                                               context.distributed.rank))
-        loss = F.cross_entropy(head(model(mixed.to(context.device))), labels.to(context.device))
+        with optimisation.autocast(context.device):
+            loss = F.cross_entropy(head(model(mixed.to(context.device))), labels.to(context.device))
         return optimisation.step(loss, i)
 
     result = run_stage(context, "restorer", "restorer", step, {"restorer": restorer}, optimisation,
@@ -309,7 +314,13 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
     :param target: The classifier (images in ``[0, 1]`` to logits) the defence is trained through, with an
         encoder/head split (:func:`~art_purifiers.models.split_victim`).
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_idfr(config, context, x, y, target)
+
+
+def _train_idfr(config: IDFRTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+                target: nn.Module) -> tuple[InputDenoiser, FeatureRestorer | None, dict]:
     target = target.eval().to(context.device).requires_grad_(False)
     encoder, head = split_victim(target)
     held = len(x) - config.validation_images
@@ -322,7 +333,9 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
     report["examples"], report["examples_seconds"] = len(examples), time.perf_counter() - began
     data = _Data(torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long(),
                  torch.from_numpy(examples.astype(np.float32) / 255), torch.from_numpy(source))
-    held_out = HeldOut(target, x[held:], y[held:], context.device, config.seed) if config.validation_images else None
+    # Only rank 0 validates, so only rank 0 crafts the held-out examples.
+    held_out = HeldOut(target, x[held:], y[held:], context.device, config.seed) \
+        if config.validation_images and context.distributed.is_main else None
 
     def score_denoiser(denoiser: nn.Module) -> dict:
         return held_out.scores(lambda images: target(denoiser(images).clamp(0, 1)))

@@ -30,7 +30,7 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.samplenet import SampleNet
-from art_purifiers.training.framework import Optimisation, RunContext, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, check_precision, run_stage
 from art_purifiers.training.loops import (
     adversarial_pairs,
     augment_pairs,
@@ -72,10 +72,13 @@ class IRADTrainingConfig:
     checkpoint_every: int = 200
     #: Use only the first ``images`` training images (``None``: all of them).
     images: int | None = None
+    #: ``fp32``, ``tf32`` or ``bf16`` (:data:`~art_purifiers.training.framework.PRECISIONS`).
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        check_precision(self.precision)
         for name in ("blocks", "stage2_iterations", "seed"):
             check_integer(name, getattr(self, name), minimum=0)
         for name in ("features", "pgd_steps", "stage1_iterations", "stage1_batch", "stage2_batch", "checkpoint_every"):
@@ -151,7 +154,13 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     :param source: Classifier on ``[0, 1]`` images that the pairs are crafted on and SampleNet is trained through.
     :param out_dir: Folder for the pairs cache, checkpoints and the log.
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_irad(config, context, x, y, source)
+
+
+def _train_irad(config: IRADTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+                source: nn.Module) -> tuple[ImplicitRepresentation, SampleNet | None, dict]:
     source = source.eval().to(context.device).requires_grad_(False)
     report: dict = {"config": dataclasses.asdict(config), **context.describe(), "images": len(x)}
     adversarial = None
@@ -181,7 +190,7 @@ def _train_representation(config: IRADTrainingConfig, context: RunContext, x_t: 
     representation = ImplicitRepresentation(config.blocks, config.features, config.hidden).to(context.device)
     model = context.wrap(representation)
     optimisation = Optimisation(representation.parameters(), torch.optim.Adam(
-        representation.parameters(), lr=config.stage1_lr, betas=config.betas))
+        representation.parameters(), lr=config.stage1_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
     def step(i: int) -> float:
@@ -191,7 +200,9 @@ def _train_representation(config: IRADTrainingConfig, context: RunContext, x_t: 
         paired = adv_t[idx] if adv_t is not None else clean
         clean, paired = (t.to(context.device) for t in augment_pairs(generator, clean, paired))
         inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
-        return optimisation.step(F.l1_loss(model(inputs, size=clean.shape[-2:]), clean), i)
+        with optimisation.autocast(context.device):
+            loss = F.l1_loss(model(inputs, size=clean.shape[-2:]), clean)
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 1 (implicit representation)", "stage1", step,
                        {"representation": representation}, optimisation, config.stage1_iterations,
@@ -207,7 +218,7 @@ def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representa
     samplenet = SampleNet(config.features, config.samplenet_hidden, config.max_shift).to(context.device)
     irad = context.wrap(_IRAD(representation, samplenet))
     optimisation = Optimisation(samplenet.parameters(), torch.optim.Adam(
-        samplenet.parameters(), lr=config.stage2_lr, betas=config.betas))
+        samplenet.parameters(), lr=config.stage2_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
     def step(i: int) -> float:
@@ -215,8 +226,9 @@ def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representa
         generator = iteration_generator(config.seed + 1, i, rank)
         clean, paired = (t.to(context.device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))
         labels = y_t[idx].to(context.device)
-        both = irad(torch.cat([clean, paired]))
-        return optimisation.step(F.cross_entropy(source(both), torch.cat([labels, labels])), i)
+        with optimisation.autocast(context.device):
+            loss = F.cross_entropy(source(irad(torch.cat([clean, paired]))), torch.cat([labels, labels]))
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 2 (SampleNet)", "stage2", step, {"samplenet": samplenet}, optimisation,
                        config.stage2_iterations, config.checkpoint_every)

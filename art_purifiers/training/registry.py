@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from art_purifiers.checks import check_integer, check_number
+from art_purifiers.training.framework import check_precision
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class RunSettings:
     checkpoint_every: int = 500
     #: Use only the first ``images`` training images (``None``: all of them).
     images: int | None = None
+    #: ``fp32``, ``tf32`` or ``bf16`` (:data:`~art_purifiers.training.framework.PRECISIONS`).
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
     def _check_run_settings(self) -> None:
@@ -34,6 +37,7 @@ class RunSettings:
         check_integer("checkpoint_every", self.checkpoint_every, minimum=1)
         if self.images is not None:
             check_integer("images", self.images, minimum=1)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -81,9 +85,10 @@ class Trainer:
 
 
 def provenance(report: dict, *extra: str) -> dict:
-    """What a weight file records of the run that built it: command, machine, device, world size, images, seconds
-    and the trainer's ``extra`` report keys."""
-    return {key: report[key] for key in ("command", "machine", "device", "world", "images", "seconds", *extra)}
+    """What a weight file records of the run that built it: command, machine, device, world size, precision, images,
+    seconds and the trainer's ``extra`` report keys."""
+    keys = ("command", "machine", "device", "world", "precision", "images", "seconds", *extra)
+    return {key: report[key] for key in keys}
 
 
 def configurable_fields(config) -> dict[str, object]:

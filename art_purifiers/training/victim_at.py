@@ -97,7 +97,13 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
     """PGD adversarial training (resumes from ``out_dir``); returns the network and a report. The last
     ``config.validation_images`` training images are held out: the validation hook reports their clean and
     PGD-10 accuracy."""
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_victim_at(config, context, x, y)
+
+
+def _train_victim_at(config: VictimATConfig, context: RunContext, x: np.ndarray,
+                     y: np.ndarray) -> tuple[NormalizedClassifier, dict]:
     held = len(x) - config.validation_images
     if held < config.batch:
         raise ValueError(f"{len(x)} images leave {held} to train on, fewer than a batch of {config.batch}.")
@@ -106,7 +112,8 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
     parameters = list(victim.parameters())
     optimisation = Optimisation(parameters, torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                                             weight_decay=config.weight_decay),
-                                Schedule(config.iterations, min(config.warmup, config.iterations)))
+                                Schedule(config.iterations, min(config.warmup, config.iterations)),
+                                mixed_precision=context.mixed_precision)
     x_t, y_t = torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long()
     rank, world = context.distributed.rank, context.distributed.world
 
@@ -114,11 +121,13 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, held, config.batch, config.seed, rank, world)
         images, labels = _augment(x_t[idx], generator).to(context.device), y_t[idx].to(context.device)
-        victim.eval()  # craft against fixed batch-norm statistics, then train on the examples
-        adversarial = pgd_linf(victim, images, labels, config.eps, config.step_size, config.attack_iterations,
-                               generator)
-        victim.train()
-        return optimisation.step(F.cross_entropy(model(adversarial), labels), i)
+        with optimisation.autocast(context.device):
+            victim.eval()  # craft against fixed batch-norm statistics, then train on the examples
+            adversarial = pgd_linf(victim, images, labels, config.eps, config.step_size, config.attack_iterations,
+                                   generator)
+            victim.train()
+            loss = F.cross_entropy(model(adversarial), labels)
+        return optimisation.step(loss, i)
 
     validate = None
     if config.validation_images:
