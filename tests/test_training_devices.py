@@ -14,6 +14,7 @@ import torch.distributed as dist
 from conftest import TinyCNN
 from torch import nn
 
+from art_purifiers.cli import main
 from art_purifiers.training import dir as dir_training
 from art_purifiers.training import idfr as idfr_training
 from art_purifiers.training import irad as irad_training
@@ -159,6 +160,16 @@ def test_precision_is_checked(tmp_path):
         RunContext.create(tmp_path, "cpu", precision="tf32")
     with pytest.raises(ValueError, match="precision must be one of"):
         RunContext.create(tmp_path, "cpu", precision="half")
+
+
+@pytest.mark.parametrize(("arguments", "message"), [(["--precision", "fp16"], "precision must be one of"),
+                                                    (["--set", "precision=half"], "precision must be one of"),
+                                                    (["--precision", "tf32", "--device", "cpu"], "'tf32' changes")])
+def test_train_refuses_a_bad_precision_before_loading_data(arguments, message, tmp_path, capsys):
+    """Refused before the (empty) data folder is read, which would fail otherwise."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "victim-at", *arguments, "--data-root", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_precision_flags_are_set_for_the_run_and_restored(monkeypatch, tmp_path):

@@ -54,16 +54,18 @@ def _launch() -> tuple[int, int]:
             check_integer("LOCAL_RANK", int(os.environ.get("LOCAL_RANK", "0")), minimum=0))
 
 
-def run_device(name: str | None) -> torch.device:
-    """This process's training device for the requested ``name``.
+def run_device(name: str | None, precision: str = "fp32") -> torch.device:
+    """This process's training device for the requested ``name``, checked against the run's ``precision`` (one of
+    :data:`PRECISIONS`; ``tf32`` needs a CUDA device).
 
     ``None`` is CUDA when available, else the CPU. Under ``torchrun`` with several ranks a bare ``"cuda"`` is each
     rank's own GPU, ``cuda:LOCAL_RANK``; ``"cuda:K"`` names one GPU, which several ranks cannot share, so it is
     refused there (choose the GPUs with ``CUDA_VISIBLE_DEVICES``).
 
-    :raises ValueError: An unknown device, CUDA asked for where torch sees none, a GPU index past the visible ones,
-        or ``cuda:K`` with several ranks.
+    :raises ValueError: An unknown device or precision, CUDA asked for where torch sees none, a GPU index past the
+        visible ones, ``cuda:K`` with several ranks, or ``tf32`` on the CPU.
     """
+    check_precision(precision)
     name = name or ("cuda" if torch.cuda.is_available() else "cpu")
     check_choice("device", name.split(":")[0], ("cpu", "cuda"))
     try:
@@ -71,6 +73,8 @@ def run_device(name: str | None) -> torch.device:
     except RuntimeError as error:
         raise ValueError(f"device must be cpu, cuda or cuda:K, got {name!r}.") from error
     if device.type == "cpu":
+        if precision == "tf32":
+            raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
         return device
     if not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
@@ -154,11 +158,8 @@ class RunContext:
         :param precision: One of :data:`PRECISIONS`; ``tf32`` needs a CUDA device. The trainer enters
             :meth:`precision_flags` for the run and autocasts each step through :class:`Optimisation`.
         """
-        check_precision(precision)
         seed = check_integer("seed", seed, minimum=0)
-        torch_device = run_device(device)
-        if precision == "tf32" and torch_device.type != "cuda":
-            raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
+        torch_device = run_device(device, precision)
         distributed = Distributed.setup(torch_device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
