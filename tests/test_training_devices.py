@@ -19,7 +19,7 @@ from art_purifiers.training import dir as dir_training
 from art_purifiers.training import idfr as idfr_training
 from art_purifiers.training import irad as irad_training
 from art_purifiers.training import victim_at as victim_at_training
-from art_purifiers.training.framework import Optimisation, RunContext
+from art_purifiers.training.framework import Optimisation, RunContext, run_stage, to_device
 from art_purifiers.training.registry import provenance
 
 TRAINERS = ("irad", "dir", "idfr", "victim-at")
@@ -215,3 +215,30 @@ def test_two_ranks_end_every_trainer_with_the_same_weights(method, two_rank_runs
     assert first.keys() == second.keys()
     for key in first:
         torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+
+
+def test_losses_are_read_at_log_lines_and_checkpoints(tmp_path):
+    """A step's loss stays a tensor (no host sync per iteration); a non-finite one is refused, naming its iteration,
+    before the next checkpoint could save its effect."""
+    layer = nn.Linear(1, 1)
+    optimisation = Optimisation(layer.parameters(), torch.optim.SGD(layer.parameters(), lr=0.1))
+    returned = []
+
+    def step(i: int) -> torch.Tensor:
+        returned.append(torch.tensor(float("nan") if i == 2 else float(i)))
+        return returned[-1]
+
+    context = RunContext.create(tmp_path, "cpu")
+    with pytest.raises(FloatingPointError, match="non-finite training loss nan at iteration 2"):
+        run_stage(context, "stage", "stage", step, {"layer": layer}, optimisation, 10, every=2, log_every=5)
+    assert len(returned) == 4 and torch.load(tmp_path / "stage.pt", weights_only=True)["iteration"] == 2
+    result = run_stage(RunContext.create(tmp_path / "fine", "cpu"), "stage", "stage", lambda i: torch.tensor(i + 0.5),
+                       {"layer": layer}, optimisation, 6, every=4, log_every=3)
+    assert result.log == [(3, 1.5), (6, 4.5)]
+    value = optimisation.step(layer(torch.ones(1, 1)).sum(), 0)
+    assert isinstance(value, torch.Tensor) and not value.requires_grad
+
+
+def test_to_device_leaves_cpu_tensors_alone():
+    tensor = torch.ones(2)
+    assert to_device(tensor, torch.device("cpu")) is tensor

@@ -32,7 +32,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage, to_device
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -134,7 +134,8 @@ def kl_perturbation(target: nn.Module, restored: torch.Tensor, eps: float, step_
     restored = restored.detach()
     with torch.no_grad():
         reference = F.softmax(target(restored), dim=1)
-    perturbed = (restored + 0.001 * torch.randn(restored.shape, generator=generator).to(restored.device)).clamp(0, 1)
+    noise = to_device(torch.randn(restored.shape, generator=generator), restored.device)
+    perturbed = (restored + 0.001 * noise).clamp(0, 1)
     for _ in range(iterations):
         perturbed.requires_grad_(True)
         divergence = F.kl_div(F.log_softmax(target(perturbed), dim=1), reference, reduction="sum")
@@ -190,7 +191,7 @@ def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTD
     model = context.wrap(denoiser)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         denoiser.train()
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, len(x), config.stage1_batch, config.seed, rank, world)
@@ -212,7 +213,7 @@ def _stage2(config: DIRTrainingConfig, context: RunContext, restorer: Restorer, 
     defended = nn.Sequential(restorer, target)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         generator = iteration_generator(config.seed + 1, i, rank)
         restorer.generator.manual_seed(int(torch.randint(2**62, (), generator=generator)))
         idx = batch_for_iteration(i, len(x), config.stage2_batch, config.seed + 1, rank, world)
@@ -287,8 +288,10 @@ def _train_dir(config: DIRTrainingConfig, context: RunContext, x: np.ndarray, y:
     restorer = Restorer(denoiser, config.masks, config.ratio)
     validate = _validation(config, restorer, target, x[held:], y[held:], context.device) \
         if config.validation_images else None
-    x_t, y_t = torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long()
-    _stage1(config, context, denoiser, x_t, torch.from_numpy(pairs.astype(np.float32) / 255), report, validate)
+    # On a GPU the whole training set moves there once, so a batch is indexed where it is used.
+    x_t, y_t = torch.from_numpy(x[:held]).to(context.device), torch.from_numpy(y[:held]).long().to(context.device)
+    pairs_t = torch.from_numpy(pairs.astype(np.float32) / 255).to(context.device)
+    _stage1(config, context, denoiser, x_t, pairs_t, report, validate)
     _stage2(config, context, restorer, target, x_t, y_t, report, validate)
     report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
     return denoiser.eval().cpu(), report

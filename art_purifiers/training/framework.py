@@ -88,6 +88,14 @@ def run_device(name: str | None, precision: str = "fp32") -> torch.device:
     return device if index is None else torch.device("cuda", index)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``. A CPU tensor bound for a GPU (a batch's random draws, which come from CPU generators)
+    goes through pinned memory without blocking, so the copy does not wait for the work already queued."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 @dataclass
 class Distributed:
     """This process's place in a ``torchrun`` job (rank 0 of 1 without one)."""
@@ -290,11 +298,15 @@ class Optimisation:
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def step(self, loss: torch.Tensor, iteration: int) -> float:
-        """Back-propagate ``loss`` and update; returns its value (refuses a non-finite loss)."""
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite training loss {value} at iteration {iteration}.")
+    def step(self, loss: torch.Tensor, iteration: int) -> torch.Tensor:
+        """Back-propagate ``loss`` and update; returns the detached loss.
+
+        A non-finite loss on the CPU is refused before the update. On a GPU, reading the loss would make the host
+        wait for the step every iteration, so :func:`run_stage` refuses it when it reads the losses (at each log
+        line and before each checkpoint)."""
+        value = loss.detach()
+        if value.device.type == "cpu":
+            _check_losses([value], iteration)
         factor = 1.0 if self.schedule is None else self.schedule.factor(iteration)
         for group, base in zip(self.optimizer.param_groups, self.base_rates, strict=True):
             group["lr"] = base * factor
@@ -342,6 +354,21 @@ class Checkpoint:
         tmp.replace(self.path)
 
 
+def _check_losses(losses: list[torch.Tensor | float], first: int) -> list[float]:
+    """The losses of iterations ``first, first + 1, ...`` as floats (one device-to-host copy for all of them).
+
+    :raises FloatingPointError: One of them is not finite (the message names its iteration).
+    """
+    if losses and all(isinstance(value, torch.Tensor) for value in losses):
+        values = torch.stack([value.reshape(()).float() for value in losses]).tolist()
+    else:
+        values = [float(value) for value in losses]
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss {value} at iteration {first + offset}.")
+    return values
+
+
 #: A validation hook: ``validate(iteration) -> {metric: value}``, run on rank 0.
 Validation = Callable[[int], dict]
 
@@ -364,10 +391,11 @@ class StageResult:
     validations: list[tuple[int, dict]]
 
 
-def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[int], float],
+def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[int], torch.Tensor | float],
               modules: dict[str, nn.Module], optimisation: Optimisation, iterations: int, every: int = 100,
               log_every: int = 50, validate: Validation | None = None, validate_every: int = 0) -> StageResult:
-    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from the stage's checkpoint.
+    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from the stage's checkpoint. The losses
+    are read (and refused when not finite) at each log line and before each checkpoint, not every iteration.
 
     The checkpoint (``<out_dir>/<checkpoint>.pt``) holds the modules, the optimisation state (optimiser, EMA), the
     iteration, the loss log and the seconds spent so far; rank 0 writes it every ``every`` iterations and at the end.
@@ -396,12 +424,17 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
                              "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
                              "seconds": elapsed()})
 
-    losses: list[float] = []
+    losses: list[float] = []  # read, since the last log line
+    pending: list[torch.Tensor | float] = []  # not read yet
     progress = tqdm(range(start, iterations), desc=name, initial=start, total=iterations, disable=None if is_main
                     else True)
     for i in progress:
-        losses.append(step(i))
-        if (i + 1) % log_every == 0 or i + 1 == iterations:
+        pending.append(step(i))
+        logs, saves = (i + 1) % log_every == 0 or i + 1 == iterations, (i + 1) % every == 0 or i + 1 == iterations
+        if logs or saves:
+            losses += _check_losses(pending, i + 1 - len(pending))
+            pending = []
+        if logs:
             log.append((i + 1, float(np.mean(losses))))
             progress.set_postfix(loss=f"{log[-1][1]:.4f}")
             logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], elapsed())
@@ -410,7 +443,7 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
             metrics = validate(i + 1)
             validations.append((i + 1, metrics))
             logger.info("%s it %d validation %s", name, i + 1, metrics)
-        if (i + 1) % every == 0 or i + 1 == iterations:
+        if saves:
             save(i + 1)
     averaged = [] if optimisation.ema is None else [optimisation.ema.module]
     context.distributed.broadcast_buffers([*modules.values(), *averaged])

@@ -30,7 +30,7 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.samplenet import SampleNet
-from art_purifiers.training.framework import Optimisation, RunContext, check_precision, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, check_precision, run_stage, to_device
 from art_purifiers.training.loops import (
     adversarial_pairs,
     augment_pairs,
@@ -116,7 +116,7 @@ def stage1_inputs(task: str, clean: torch.Tensor, adversarial: torch.Tensor | No
     if task == "clean":
         return clean
     if task == "gaussian":
-        return (clean + torch.randn(clean.shape, generator=generator).to(clean.device) * noise_std).clamp(0, 1)
+        return (clean + to_device(torch.randn(clean.shape, generator=generator), clean.device) * noise_std).clamp(0, 1)
     if task == "super-resolution":
         return F.interpolate(clean, scale_factor=0.5, mode="area")
     # Inpainting: a random square of a quarter of the side is blanked in each image.
@@ -127,7 +127,7 @@ def stage1_inputs(task: str, clean: torch.Tensor, adversarial: torch.Tensor | No
     mask = torch.ones(n, 1, h, w)
     for i in range(n):
         mask[i, :, tops[i] : tops[i] + side, lefts[i] : lefts[i] + side] = 0
-    return clean * mask.to(clean.device)
+    return clean * to_device(mask, clean.device)
 
 
 class _IRAD(nn.Module):
@@ -171,13 +171,14 @@ def _train_irad(config: IRADTrainingConfig, context: RunContext, x: np.ndarray, 
         adversarial = adversarial_pairs(source, x, y, cache, config.pgd_eps, config.pgd_step, config.pgd_steps,
                                         seed=config.seed, device=str(context.device), distributed=context.distributed)
         report["pairs_seconds"] = time.perf_counter() - began
-    x_t = torch.from_numpy(x)
-    adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255)
+    # On a GPU the whole training set moves there once, so a batch is indexed where it is used.
+    x_t = torch.from_numpy(x).to(context.device)
+    adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255).to(context.device)
     representation = _train_representation(config, context, x_t, adv_t, report)
     samplenet = None
     if config.stage2_iterations > 0:
-        samplenet = _train_samplenet(config, context, representation, source, x_t, adv_t, torch.from_numpy(y).long(),
-                                     report)
+        y_t = torch.from_numpy(y).long().to(context.device)
+        samplenet = _train_samplenet(config, context, representation, source, x_t, adv_t, y_t, report)
     # Stage times include the time before any resume; the pairs' time is that of this run (crafting, or reading
     # them from the cache).
     report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
@@ -193,7 +194,7 @@ def _train_representation(config: IRADTrainingConfig, context: RunContext, x_t: 
         representation.parameters(), lr=config.stage1_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         idx = batch_for_iteration(i, len(x_t), config.stage1_batch, config.seed, rank, world)
         generator = iteration_generator(config.seed, i, rank)
         clean = x_t[idx]
@@ -221,7 +222,7 @@ def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representa
         samplenet.parameters(), lr=config.stage2_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         idx = batch_for_iteration(i, len(x_t), config.stage2_batch, config.seed + 1, rank, world)
         generator = iteration_generator(config.seed + 1, i, rank)
         clean, paired = (t.to(context.device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))

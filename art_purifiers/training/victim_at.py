@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import NormalizedClassifier, cifar_resnet, load_victim
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage, to_device
 from art_purifiers.training.loops import batch_for_iteration, iteration_generator, pgd_linf
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
 from art_purifiers.weights import save_networks
@@ -79,7 +79,7 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = torch.stack([padded[i, :, t : t + h, s : s + w] for i, (t, s) in enumerate(zip(tops.tolist(),
                                                                                            lefts.tolist(),
                                                                                            strict=True))])
-    return torch.where(flips[:, None, None, None], out.flip(-1), out)
+    return torch.where(to_device(flips, images.device)[:, None, None, None], out.flip(-1), out)
 
 
 def _initial_network(config: VictimATConfig) -> NormalizedClassifier:
@@ -114,13 +114,14 @@ def _train_victim_at(config: VictimATConfig, context: RunContext, x: np.ndarray,
                                                             weight_decay=config.weight_decay),
                                 Schedule(config.iterations, min(config.warmup, config.iterations)),
                                 mixed_precision=context.mixed_precision)
-    x_t, y_t = torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long()
+    # On a GPU the whole training set moves there once, so a batch is indexed and augmented where it is used.
+    x_t, y_t = torch.from_numpy(x[:held]).to(context.device), torch.from_numpy(y[:held]).long().to(context.device)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, held, config.batch, config.seed, rank, world)
-        images, labels = _augment(x_t[idx], generator).to(context.device), y_t[idx].to(context.device)
+        images, labels = _augment(x_t[idx], generator), y_t[idx]
         with optimisation.autocast(context.device):
             victim.eval()  # craft against fixed batch-norm statistics, then train on the examples
             adversarial = pgd_linf(victim, images, labels, config.eps, config.step_size, config.attack_iterations,
