@@ -112,9 +112,9 @@ class Distributed:
         world, local_rank = _launch()
         if world == 1:
             return cls()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         return cls(dist.get_rank(), world, local_rank)
 

@@ -47,7 +47,7 @@ class TrainingJob:
     :param x: Training images, float32 ``(N, 3, H, W)`` in ``[0, 1]`` (never test images).
     :param y: Their labels ``(N,)``.
     :param out_dir: Folder for caches, checkpoints, the log and the report.
-    :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+    :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
     :param export: Where to write the weights when done (``.safetensors``), or ``None``.
     :param command: The command that started the run (recorded with the weights).
     :param options: The trainer's own options (e.g. IRAD's ``source``), as strings.
