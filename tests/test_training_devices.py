@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 from pathlib import Path
@@ -129,9 +130,10 @@ def test_autocast_context_needs_no_gpu():
 
 @pytest.mark.parametrize("method", TRAINERS)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_every_trainer_steps_under_its_precision(method, precision, tmp_path):
+def test_every_trainer_steps_under_its_precision(method, precision, tmp_path, caplog):
     """bf16: every trained network's training forward passes run under (CPU) autocast, and the precision is
     recorded; fp32: none does. The TF32 flags the run sets come back afterwards."""
+    caplog.set_level(logging.INFO, logger="art_purifiers")  # a command-line test before may have quietened it
     seen: dict[str, set[bool]] = {}
 
     def record(module: nn.Module, *_) -> None:
