@@ -88,7 +88,7 @@ def _tiny_run(method: str, folder: Path, precision: str = "fp32") -> tuple[dict[
     torch.manual_seed(0)
     model = TinyCNN().eval()
     if method == "irad":
-        config = dataclasses.replace(irad_training.PRESETS["smoke"], images=None, pgd_steps=1, stage1_iterations=2,
+        config = dataclasses.replace(irad_training.PRESETS["smoke"], images=None, stage1_iterations=2,
                                      stage2_iterations=2, stage1_batch=4, stage2_batch=4, precision=precision)
         representation, samplenet, report = irad_training.train_irad(config, x, y, model, folder)
         networks = {"representation": representation, "samplenet": samplenet}
