@@ -6,6 +6,8 @@ import dataclasses
 import logging
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +183,24 @@ def test_precision_flags_are_set_for_the_run_and_restored(monkeypatch, tmp_path)
         with RunContext.create(tmp_path, "cpu", precision=precision).precision_flags():
             assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == inside
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
+def test_precision_flags_keep_to_the_newer_tf32_settings(tmp_path):
+    """A process that asked for TF32 through torch's newer ``fp32_precision`` settings (reading the older flags then
+    raises) gets them switched for the run and back afterwards. In a fresh process: torch remembers the mix."""
+    code = f"""
+import torch
+from art_purifiers.training.framework import RunContext
+matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+matmul.fp32_precision = conv.fp32_precision = "tf32"
+with RunContext.create({str(tmp_path)!r}, "cpu").precision_flags():
+    inside = (matmul.fp32_precision, conv.fp32_precision)
+print(inside, (matmul.fp32_precision, conv.fp32_precision))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert result.stdout.strip() == "('ieee', 'ieee') ('tf32', 'tf32')"
 
 
 def _train_as_rank(rank: int, world: int, port: int, folder: str) -> None:

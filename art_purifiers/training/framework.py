@@ -88,6 +88,20 @@ def run_device(name: str | None, precision: str = "fp32") -> torch.device:
     return device if index is None else torch.device("cuda", index)
 
 
+def _tf32_switches(allowed: bool) -> tuple[list[tuple[object, str]], list]:
+    """Where to switch TF32 for CUDA matrix products and cuDNN convolutions, ``(switches, values)``: the
+    ``allow_tf32`` flags, unless this process already set torch's newer ``fp32_precision`` settings (torch 2.9 and
+    later), whose mix with the flags torch refuses; then those settings."""
+    legacy = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+    try:
+        for owner, name in legacy:
+            getattr(owner, name)  # raises once the newer settings asked for TF32
+    except RuntimeError:
+        newer = [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
+        return newer, ["tf32" if allowed else "ieee"] * 2
+    return legacy, [allowed, allowed]
+
+
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor`` on ``device``. A CPU tensor bound for a GPU (a batch's random draws, which come from CPU generators)
     goes through pinned memory without blocking, so the copy does not wait for the work already queued."""
@@ -185,13 +199,15 @@ class RunContext:
     def precision_flags(self):
         """TF32 for CUDA float32 matrix products and cuDNN convolutions off (``fp32``) or on (``tf32``, ``bf16``)
         inside the block; the previous settings come back after it."""
-        matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        allowed = self.precision != "fp32"
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allowed
+        switches, values = _tf32_switches(self.precision != "fp32")
+        saved = [getattr(owner, name) for owner, name in switches]
+        for (owner, name), value in zip(switches, values, strict=True):
+            setattr(owner, name, value)
         try:
             yield self
         finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+            for (owner, name), value in zip(switches, saved, strict=True):
+                setattr(owner, name, value)
 
     def _log_to_file(self) -> None:
         path = (self.out_dir / "train.log").resolve()
