@@ -392,6 +392,7 @@ def run_train(args: argparse.Namespace) -> int:
     from art_purifiers.checks import check_integer
     from art_purifiers.data import load_cifar10, resolve_cifar10_root
     from art_purifiers.training import TRAINERS, TrainingJob, apply_overrides
+    from art_purifiers.training.framework import run_device
 
     trainer = TRAINERS[args.method]
     fields = [f"{key.removeprefix('field_')}={value}" for key, value in vars(args).items()
@@ -400,6 +401,7 @@ def run_train(args: argparse.Namespace) -> int:
         fields.append(f"images={check_integer('--n-train', args.n_train, minimum=1)}")
     config = apply_overrides(trainer.presets[args.preset], [*fields, *args.assignments])
     _check_device(args.device)
+    run_device(args.device, getattr(config, "precision", "fp32"))  # e.g. tf32 on the CPU, refused before loading
     _writable("--export", args.export, may_create=True)
     root = resolve_cifar10_root(args.data_root)
     images = getattr(config, "images", None)

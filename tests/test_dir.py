@@ -18,6 +18,7 @@ from art_purifiers.training.dir import PRESETS as DIR_PRESETS
 from art_purifiers.training.dir import Restorer, _representation_loss, export_weights, kl_perturbation, train_dir
 from art_purifiers.training.victim_at import PRESETS as AT_PRESETS
 from art_purifiers.training.victim_at import export_victim, train_victim_at
+from art_purifiers.weights import load_networks
 
 
 @pytest.mark.parametrize(("views", "ratio", "sizes"), [(2, 0.5, [8, 8]), (2, 0.3, [11, 5]), (2, 0.7, [5, 11]),
@@ -169,36 +170,16 @@ def test_adversarial_training_runs_and_exports_a_victim(tmp_path):
         train_victim_at(dataclasses.replace(config, validation_images=60), x, y, tmp_path / "other")
 
 
-def _train_dir_as_rank(rank: int, world: int, port: int, folder: str) -> None:
-    import os
-    from pathlib import Path
-
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    x, y = _data()
-    config = dataclasses.replace(DIR_PRESETS["smoke"], images=None, stage1_iterations=1, stage2_iterations=3,
-                                 validation_images=8, validate_every=0, checkpoint_every=100)
-    torch.manual_seed(0)
-    denoiser, _ = train_dir(config, x, y, TinyCNN().eval(), Path(folder) / "run", "cpu")  # one folder, as torchrun
-    torch.save(denoiser.state_dict(), Path(folder) / f"rank{rank}.pt")
-    dist.destroy_process_group()
-
-
-def test_two_ranks_end_dir_training_with_the_same_weights(tmp_path):
-    """Under torchrun every rank must train one model: stage 2 averages its gradients over the ranks (it used to
-    train a copy per rank and export rank 0's)."""
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_train_dir_as_rank, args=(2, port, str(tmp_path)), nprocs=2)
-    first, second = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2))
-    for key in first:
-        torch.testing.assert_close(first[key], second[key], rtol=0, atol=0, msg=key)
+def test_exported_victim_names_its_network_and_normalisation(tmp_path):
+    """``export_victim`` writes the layout every weight file has (the network's spec in the metadata, read by the one
+    loader), not the old victim layout only weights/legacy.py understood."""
+    victim = load_victim("resnet20")
+    path = tmp_path / "victim.safetensors"
+    export_victim(victim, path, {"command": "test"})
+    networks, metadata = load_networks(path, method="victim")
+    assert set(networks) == {""} and metadata["networks"][""] == victim.network.network_spec
+    assert metadata["normalization"] == {"mean": victim.mean.flatten().tolist(), "std": victim.std.flatten().tolist()}
+    assert metadata["training"] == "PGD adversarial training" and metadata["provenance"] == {"command": "test"}
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(load_victim(path)(x), victim(x), rtol=0, atol=0)

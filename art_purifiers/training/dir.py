@@ -32,7 +32,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.masked_vit import MaskedViTDenoiser, complementary_masks
-from art_purifiers.training.framework import Distributed, Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage, to_device
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -134,7 +134,8 @@ def kl_perturbation(target: nn.Module, restored: torch.Tensor, eps: float, step_
     restored = restored.detach()
     with torch.no_grad():
         reference = F.softmax(target(restored), dim=1)
-    perturbed = (restored + 0.001 * torch.randn(restored.shape, generator=generator).to(restored.device)).clamp(0, 1)
+    noise = to_device(torch.randn(restored.shape, generator=generator), restored.device)
+    perturbed = (restored + 0.001 * noise).clamp(0, 1)
     for _ in range(iterations):
         perturbed.requires_grad_(True)
         divergence = F.kl_div(F.log_softmax(target(perturbed), dim=1), reference, reduction="sum")
@@ -165,37 +166,39 @@ def _representation_loss(config: DIRTrainingConfig, restorer: Restorer, target: 
     return F.kl_div(F.log_softmax(target(perturbed), dim=1), F.softmax(logits, dim=1), reduction="sum") / len(logits)
 
 
-def _optimisation(config: DIRTrainingConfig, denoiser: nn.Module, stage: int,
-                  distributed: Distributed | None = None) -> Optimisation:
+def _optimisation(config: DIRTrainingConfig, context: RunContext, denoiser: nn.Module, stage: int) -> Optimisation:
     parameters = list(denoiser.parameters())
     if stage == 1:
         lr = config.stage1_lr * config.stage1_batch / 256  # the MAE recipe's scaling with the batch
         optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
         return Optimisation(parameters, optimizer, Schedule(max(1, config.stage1_iterations),
-                                                            min(config.stage1_warmup, config.stage1_iterations)))
+                                                            min(config.stage1_warmup, config.stage1_iterations)),
+                            mixed_precision=context.mixed_precision)
     if config.stage2_optimizer == "sgd":
         optimizer = torch.optim.SGD(parameters, lr=config.stage2_lr, momentum=0.9, weight_decay=2e-4)
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.stage2_lr, weight_decay=0.05)
     # Stage 2 calls the denoiser several times per step (PGD, the restoration, L_rep, the clean term), so it is not
     # wrapped in DDP; the optimiser averages the gradients over the ranks instead.
-    return Optimisation(parameters, optimizer, None, config.clip_norm, distributed=distributed)
+    return Optimisation(parameters, optimizer, None, config.clip_norm, mixed_precision=context.mixed_precision,
+                        distributed=context.distributed)
 
 
 def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTDenoiser, x: torch.Tensor,
             pairs: torch.Tensor, report: dict, validate) -> None:
     """MSE from masked adversarial images to the clean ones."""
-    optimisation = _optimisation(config, denoiser, 1)
+    optimisation = _optimisation(config, context, denoiser, 1)
     model = context.wrap(denoiser)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         denoiser.train()
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, len(x), config.stage1_batch, config.seed, rank, world)
         views = complementary_masks(len(idx), denoiser.tokens, config.masks, config.ratio, generator)
-        restored = model(pairs[idx].to(context.device), views)
-        return optimisation.step(F.mse_loss(restored, x[idx].to(context.device)), i)
+        with optimisation.autocast(context.device):
+            loss = F.mse_loss(model(pairs[idx].to(context.device), views), x[idx].to(context.device))
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 1 (MSE)", "stage1", step, {"denoiser": denoiser}, optimisation,
                        config.stage1_iterations, config.checkpoint_every, validate=validate,
@@ -206,27 +209,28 @@ def _stage1(config: DIRTrainingConfig, context: RunContext, denoiser: MaskedViTD
 def _stage2(config: DIRTrainingConfig, context: RunContext, restorer: Restorer, target: nn.Module, x: torch.Tensor,
             y: torch.Tensor, report: dict, validate) -> None:
     """``L_adv + alpha * L_rep (+ clean_weight * L_clean)`` on PGD examples crafted through denoiser and target."""
-    optimisation = _optimisation(config, restorer.denoiser, 2, context.distributed)
+    optimisation = _optimisation(config, context, restorer.denoiser, 2)
     defended = nn.Sequential(restorer, target)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         generator = iteration_generator(config.seed + 1, i, rank)
         restorer.generator.manual_seed(int(torch.randint(2**62, (), generator=generator)))
         idx = batch_for_iteration(i, len(x), config.stage2_batch, config.seed + 1, rank, world)
         clean, labels = x[idx].to(context.device), y[idx].to(context.device)
-        restorer.eval()
-        adversarial = pgd_linf(defended, clean, labels, config.eps, config.step_size, config.attack_iterations,
-                               generator)
-        restorer.train()
-        restored = restorer(adversarial)
-        logits = target(restored)
-        loss = F.cross_entropy(logits, labels)
-        if config.alpha:
-            loss = loss + config.alpha * _representation_loss(config, restorer, target, adversarial, restored, logits,
-                                                              generator)
-        if config.clean_weight:
-            loss = loss + config.clean_weight * F.cross_entropy(target(restorer(clean)), labels)
+        with optimisation.autocast(context.device):  # the attacks too: they are most of the step's work
+            restorer.eval()
+            adversarial = pgd_linf(defended, clean, labels, config.eps, config.step_size, config.attack_iterations,
+                                   generator)
+            restorer.train()
+            restored = restorer(adversarial)
+            logits = target(restored)
+            loss = F.cross_entropy(logits, labels)
+            if config.alpha:
+                loss = loss + config.alpha * _representation_loss(config, restorer, target, adversarial, restored,
+                                                                  logits, generator)
+            if config.clean_weight:
+                loss = loss + config.clean_weight * F.cross_entropy(target(restorer(clean)), labels)
         return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 2 (L_adv + alpha L_rep)", "stage2", step, {"denoiser": restorer.denoiser},
@@ -260,7 +264,13 @@ def train_dir(config: DIRTrainingConfig, x: np.ndarray, y: np.ndarray, target: n
     :param y: Their labels ``(N,)``.
     :param target: The frozen classifier (images in ``[0, 1]`` to logits) the denoiser is trained for.
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_dir(config, context, x, y, target)
+
+
+def _train_dir(config: DIRTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+               target: nn.Module) -> tuple[MaskedViTDenoiser, dict]:
     target = target.eval().to(context.device).requires_grad_(False)
     held = len(x) - config.validation_images
     if held < max(config.stage1_batch, config.stage2_batch):
@@ -278,8 +288,10 @@ def train_dir(config: DIRTrainingConfig, x: np.ndarray, y: np.ndarray, target: n
     restorer = Restorer(denoiser, config.masks, config.ratio)
     validate = _validation(config, restorer, target, x[held:], y[held:], context.device) \
         if config.validation_images else None
-    x_t, y_t = torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long()
-    _stage1(config, context, denoiser, x_t, torch.from_numpy(pairs.astype(np.float32) / 255), report, validate)
+    # On a GPU the whole training set moves there once, so a batch is indexed where it is used.
+    x_t, y_t = torch.from_numpy(x[:held]).to(context.device), torch.from_numpy(y[:held]).long().to(context.device)
+    pairs_t = torch.from_numpy(pairs.astype(np.float32) / 255).to(context.device)
+    _stage1(config, context, denoiser, x_t, pairs_t, report, validate)
     _stage2(config, context, restorer, target, x_t, y_t, report, validate)
     report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
     return denoiser.eval().cpu(), report

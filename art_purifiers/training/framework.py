@@ -36,6 +36,79 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 
 logger = logging.getLogger(__name__)
 
+#: Numeric precisions of a training run (docs/training.md, "Devices, DDP and precision"): ``fp32``, float32 throughout
+#: (TF32 off for CUDA matrix products and cuDNN convolutions); ``tf32``, float32 tensors with TF32 tensor-core
+#: products (CUDA only); ``bf16``, each step's forward pass and loss under bfloat16 autocast (CUDA, or the CPU's
+#: autocast), with TF32 for the products autocast keeps in float32.
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`."""
+    return check_choice("precision", precision, PRECISIONS)
+
+
+def _launch() -> tuple[int, int]:
+    """``(world size, local rank)`` of this process as ``torchrun`` sets them (``(1, 0)`` without it)."""
+    return (check_integer("WORLD_SIZE", int(os.environ.get("WORLD_SIZE", "1")), minimum=1),
+            check_integer("LOCAL_RANK", int(os.environ.get("LOCAL_RANK", "0")), minimum=0))
+
+
+def run_device(name: str | None, precision: str = "fp32") -> torch.device:
+    """This process's training device for the requested ``name``, checked against the run's ``precision`` (one of
+    :data:`PRECISIONS`; ``tf32`` needs a CUDA device).
+
+    ``None`` is CUDA when available, else the CPU. Under ``torchrun`` with several ranks a bare ``"cuda"`` is each
+    rank's own GPU, ``cuda:LOCAL_RANK``; ``"cuda:K"`` names one GPU, which several ranks cannot share, so it is
+    refused there (choose the GPUs with ``CUDA_VISIBLE_DEVICES``).
+
+    :raises ValueError: An unknown device or precision, CUDA asked for where torch sees none, a GPU index past the
+        visible ones, ``cuda:K`` with several ranks, or ``tf32`` on the CPU.
+    """
+    check_precision(precision)
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_choice("device", name.split(":")[0], ("cpu", "cuda"))
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"device must be cpu, cuda or cuda:K, got {name!r}.") from error
+    if device.type == "cpu":
+        if precision == "tf32":
+            raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
+        return device
+    if not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
+    world, local_rank = _launch()
+    if world > 1 and device.index is not None:
+        raise ValueError(f"device {name!r} names one GPU, but torchrun started {world} ranks, one GPU each: use "
+                         "device 'cuda' (rank r trains on cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose them.")
+    index = local_rank if world > 1 else device.index
+    if index is not None and index >= torch.cuda.device_count():
+        raise ValueError(f"cuda:{index} was asked for, but torch sees {torch.cuda.device_count()} CUDA device(s).")
+    return device if index is None else torch.device("cuda", index)
+
+
+def _tf32_switches(allowed: bool) -> tuple[list[tuple[object, str]], list]:
+    """Where to switch TF32 for CUDA matrix products and cuDNN convolutions, ``(switches, values)``: the
+    ``allow_tf32`` flags, unless this process already set torch's newer ``fp32_precision`` settings (torch 2.9 and
+    later), whose mix with the flags torch refuses; then those settings."""
+    legacy = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+    try:
+        for owner, name in legacy:
+            getattr(owner, name)  # raises once the newer settings asked for TF32
+    except RuntimeError:
+        newer = [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision")]
+        return newer, ["tf32" if allowed else "ieee"] * 2
+    return legacy, [allowed, allowed]
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``. A CPU tensor bound for a GPU (a batch's random draws, which come from CPU generators)
+    goes through pinned memory without blocking, so the copy does not wait for the work already queued."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
 
 @dataclass
 class Distributed:
@@ -46,13 +119,18 @@ class Distributed:
     local_rank: int = 0
 
     @classmethod
-    def setup(cls) -> Distributed:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+    def setup(cls, device: torch.device) -> Distributed:
+        """Join the ``torchrun`` job (nothing to join without one) on ``device``, this rank's device: a CUDA rank
+        makes its GPU current first (NCCL's barriers and collectives run on the current device), and the backend
+        follows the device, NCCL for CUDA and gloo for the CPU, whether or not the machine has a GPU."""
+        world, local_rank = _launch()
         if world == 1:
             return cls()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), world, local_rank)
 
     @property
     def is_main(self) -> bool:
@@ -68,6 +146,16 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast_buffers(self, modules: Iterable[nn.Module]) -> None:
+        """Give every rank rank 0's buffers (batch-norm running statistics). DDP broadcasts them before each forward
+        pass, but each rank's last forward pass updates them from its own batch, so the ranks end a stage with
+        different statistics and rank 0's are the ones it saves and exports."""
+        if self.world == 1:
+            return
+        for module in modules:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
     def share(self, n: int) -> np.ndarray:
         """This rank's contiguous share of ``range(n)`` (for work split across ranks, e.g. crafting pairs)."""
         return np.array_split(np.arange(n), self.world)[self.rank]
@@ -81,25 +169,45 @@ class RunContext:
     device: torch.device
     distributed: Distributed
     seed: int = 0
+    precision: str = "fp32"
 
     @classmethod
-    def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0) -> RunContext:
-        """Set up DDP under ``torchrun`` (one CUDA device per rank), the output folder and its ``train.log``.
+    def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0,
+               precision: str = "fp32") -> RunContext:
+        """Set up DDP under ``torchrun`` (see :func:`run_device`), the output folder and its ``train.log``.
 
-        :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+        :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
+        :param precision: One of :data:`PRECISIONS`; ``tf32`` needs a CUDA device. The trainer enters
+            :meth:`precision_flags` for the run and autocasts each step through :class:`Optimisation`.
         """
-        distributed = Distributed.setup()
-        name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_choice("device", name.split(":")[0], ("cpu", "cuda"))
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
-        torch_device = torch.device(f"cuda:{distributed.local_rank}" if name == "cuda" and distributed.world > 1
-                                    else name)
+        seed = check_integer("seed", seed, minimum=0)
+        torch_device = run_device(device, precision)
+        distributed = Distributed.setup(torch_device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        context = cls(out_dir, torch_device, distributed, check_integer("seed", seed, minimum=0))
+        context = cls(out_dir, torch_device, distributed, seed, precision)
         context._log_to_file()
+        logger.info("device %s, world %d, precision %s", torch_device, distributed.world, precision)
         return context
+
+    @property
+    def mixed_precision(self) -> bool:
+        """Whether steps autocast to bfloat16 (``Optimisation(..., mixed_precision=context.mixed_precision)``)."""
+        return self.precision == "bf16"
+
+    @contextlib.contextmanager
+    def precision_flags(self):
+        """TF32 for CUDA float32 matrix products and cuDNN convolutions off (``fp32``) or on (``tf32``, ``bf16``)
+        inside the block; the previous settings come back after it."""
+        switches, values = _tf32_switches(self.precision != "fp32")
+        saved = [getattr(owner, name) for owner, name in switches]
+        for (owner, name), value in zip(switches, values, strict=True):
+            setattr(owner, name, value)
+        try:
+            yield self
+        finally:
+            for (owner, name), value in zip(switches, saved, strict=True):
+                setattr(owner, name, value)
 
     def _log_to_file(self) -> None:
         path = (self.out_dir / "train.log").resolve()
@@ -116,8 +224,9 @@ class RunContext:
         return self.distributed.wrap(module.to(self.device), self.device)
 
     def describe(self) -> dict:
-        """Machine, device and world size, for reports and weight provenance."""
-        return {"machine": platform.node(), "device": str(self.device), "world": self.distributed.world}
+        """Machine, device, world size and precision, for reports and weight provenance."""
+        return {"machine": platform.node(), "device": str(self.device), "world": self.distributed.world,
+                "precision": self.precision}
 
 
 @dataclass(frozen=True)
@@ -166,13 +275,13 @@ class EMA:
 
 class Optimisation:
     """One optimiser step with the shared options: a learning-rate :class:`Schedule`, gradient-norm clipping,
-    mixed precision (bfloat16 autocast, CUDA only: on CPU it would only slow things down) and an :class:`EMA`.
+    mixed precision (bfloat16 autocast of the forward pass, on CUDA or the CPU) and an :class:`EMA`.
 
     :param parameters: The trained parameters (for clipping).
     :param optimizer: A torch optimiser over them; its learning rates are the base rates of the schedule.
     :param schedule: ``None``: constant learning rate.
     :param clip_norm: Maximum global gradient norm, or ``None``.
-    :param mixed_precision: Autocast the forward pass to bfloat16 on CUDA.
+    :param mixed_precision: :meth:`autocast` is bfloat16 autocast (the run's ``bf16`` precision).
     :param ema: An :class:`EMA` updated after each step, or ``None``.
     :param distributed: Average the gradients over its ranks after each backward pass. For a model that is not
         wrapped in DDP because one step calls it several times (DDP would sync after the first backward only);
@@ -199,16 +308,21 @@ class Optimisation:
             parameter.grad /= self.distributed.world
 
     def autocast(self, device: torch.device):
-        """The forward pass's precision context."""
-        if self.mixed_precision and device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """The precision context of a step's forward pass and loss on ``device`` (the backward pass, in
+        :meth:`step`, runs outside it): bfloat16 autocast with ``mixed_precision``, else nothing."""
+        if self.mixed_precision:
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def step(self, loss: torch.Tensor, iteration: int) -> float:
-        """Back-propagate ``loss`` and update; returns its value (refuses a non-finite loss)."""
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(f"non-finite training loss {value} at iteration {iteration}.")
+    def step(self, loss: torch.Tensor, iteration: int) -> torch.Tensor:
+        """Back-propagate ``loss`` and update; returns the detached loss.
+
+        A non-finite loss on the CPU is refused before the update. On a GPU, reading the loss would make the host
+        wait for the step every iteration, so :func:`run_stage` refuses it when it reads the losses (at each log
+        line and before each checkpoint)."""
+        value = loss.detach()
+        if value.device.type == "cpu":
+            _check_losses([value], iteration)
         factor = 1.0 if self.schedule is None else self.schedule.factor(iteration)
         for group, base in zip(self.optimizer.param_groups, self.base_rates, strict=True):
             group["lr"] = base * factor
@@ -256,6 +370,21 @@ class Checkpoint:
         tmp.replace(self.path)
 
 
+def _check_losses(losses: list[torch.Tensor | float], first: int) -> list[float]:
+    """The losses of iterations ``first, first + 1, ...`` as floats (one device-to-host copy for all of them).
+
+    :raises FloatingPointError: One of them is not finite (the message names its iteration).
+    """
+    if losses and all(isinstance(value, torch.Tensor) for value in losses):
+        values = torch.stack([value.reshape(()).float() for value in losses]).tolist()
+    else:
+        values = [float(value) for value in losses]
+    for offset, value in enumerate(values):
+        if not math.isfinite(value):
+            raise FloatingPointError(f"non-finite training loss {value} at iteration {first + offset}.")
+    return values
+
+
 #: A validation hook: ``validate(iteration) -> {metric: value}``, run on rank 0.
 Validation = Callable[[int], dict]
 
@@ -278,10 +407,11 @@ class StageResult:
     validations: list[tuple[int, dict]]
 
 
-def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[int], float],
+def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[int], torch.Tensor | float],
               modules: dict[str, nn.Module], optimisation: Optimisation, iterations: int, every: int = 100,
               log_every: int = 50, validate: Validation | None = None, validate_every: int = 0) -> StageResult:
-    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from the stage's checkpoint.
+    """Run ``step(i) -> loss`` for ``i`` in ``[start, iterations)``, resuming from the stage's checkpoint. The losses
+    are read (and refused when not finite) at each log line and before each checkpoint, not every iteration.
 
     The checkpoint (``<out_dir>/<checkpoint>.pt``) holds the modules, the optimisation state (optimiser, EMA), the
     iteration, the loss log and the seconds spent so far; rank 0 writes it every ``every`` iterations and at the end.
@@ -310,12 +440,17 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
                              "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
                              "seconds": elapsed()})
 
-    losses: list[float] = []
+    losses: list[float] = []  # read, since the last log line
+    pending: list[torch.Tensor | float] = []  # not read yet
     progress = tqdm(range(start, iterations), desc=name, initial=start, total=iterations, disable=None if is_main
                     else True)
     for i in progress:
-        losses.append(step(i))
-        if (i + 1) % log_every == 0 or i + 1 == iterations:
+        pending.append(step(i))
+        logs, saves = (i + 1) % log_every == 0 or i + 1 == iterations, (i + 1) % every == 0 or i + 1 == iterations
+        if logs or saves:
+            losses += _check_losses(pending, i + 1 - len(pending))
+            pending = []
+        if logs:
             log.append((i + 1, float(np.mean(losses))))
             progress.set_postfix(loss=f"{log[-1][1]:.4f}")
             logger.info("%s it %d loss %.5f (%.1f s)", name, i + 1, log[-1][1], elapsed())
@@ -324,6 +459,8 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
             metrics = validate(i + 1)
             validations.append((i + 1, metrics))
             logger.info("%s it %d validation %s", name, i + 1, metrics)
-        if (i + 1) % every == 0 or i + 1 == iterations:
+        if saves:
             save(i + 1)
+    averaged = [] if optimisation.ema is None else [optimisation.ema.module]
+    context.distributed.broadcast_buffers([*modules.values(), *averaged])
     return StageResult(log, elapsed(), validations)

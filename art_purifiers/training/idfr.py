@@ -33,7 +33,7 @@ from torch import nn
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim, split_victim
 from art_purifiers.nn.idfr import DENOISER_WIDTHS, FeatureRestorer, InputDenoiser
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage, to_device
 from art_purifiers.training.loops import (
     adversarial_pairs,
     batch_for_iteration,
@@ -164,7 +164,7 @@ def _augmented(config: IDFRTrainingConfig, clean: torch.Tensor, generator: torch
     levels = torch.tensor(config.noise_levels)[torch.randint(len(config.noise_levels), (len(clean),),
                                                              generator=generator)]
     noise = torch.randn(clean.shape, generator=generator) * levels[:, None, None, None]
-    return (clean + noise.to(clean.device)).clamp(0, 1)
+    return (clean + to_device(noise, clean.device)).clamp(0, 1)
 
 
 def _flip(generator: torch.Generator, *images: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -173,15 +173,18 @@ def _flip(generator: torch.Generator, *images: torch.Tensor) -> tuple[torch.Tens
     return tuple(image.flip(-1) if flip else image for image in images)
 
 
-def _optimisation(parameters, lr: float, iterations: int, config: IDFRTrainingConfig) -> Optimisation:
+def _optimisation(parameters, lr: float, iterations: int, config: IDFRTrainingConfig,
+                  context: RunContext) -> Optimisation:
     parameters = list(parameters)
     schedule = Schedule(max(1, iterations), min(config.warmup, iterations), config.schedule)
-    return Optimisation(parameters, torch.optim.Adam(parameters, lr=lr), schedule, config.clip_norm)
+    return Optimisation(parameters, torch.optim.Adam(parameters, lr=lr), schedule, config.clip_norm,
+                        mixed_precision=context.mixed_precision)
 
 
 @dataclass
 class _Data:
-    """Training tensors on the CPU: clean images and labels, the adversarial examples and their image indices."""
+    """Training tensors on the run's device: clean images and labels, the adversarial examples and their image
+    indices."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -195,18 +198,19 @@ def train_denoiser(config: IDFRTrainingConfig, context: RunContext, target: nn.M
     torch.manual_seed(config.seed)
     denoiser = InputDenoiser(data.x.shape[1], config.denoiser_widths).to(context.device)
     model = context.wrap(denoiser)
-    optimisation = _optimisation(denoiser.parameters(), config.denoiser_lr, config.denoiser_iterations, config)
+    optimisation = _optimisation(denoiser.parameters(), config.denoiser_lr, config.denoiser_iterations, config,
+                                 context)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         denoiser.train()
         generator = iteration_generator(config.seed, i, rank)
         rows = batch_for_iteration(i, len(data.adversarial), config.denoiser_batch, config.seed, rank, world)
         clean_rows = batch_for_iteration(i, len(data.x), config.denoiser_batch, config.seed + 1, rank, world)
         adversarial, clean = _flip(generator, data.adversarial[rows], _augmented(config, data.x[clean_rows],
                                                                                   generator))
-        inputs = torch.cat([adversarial, clean]).to(context.device)
-        labels = torch.cat([data.y[data.source[rows]], data.y[clean_rows]]).to(context.device)
+        inputs = torch.cat([adversarial, clean])
+        labels = torch.cat([data.y[data.source[rows]], data.y[clean_rows]])
         with optimisation.autocast(context.device):
             loss = F.cross_entropy(target(model(inputs).clamp(0, 1)), labels)
         return optimisation.step(loss, i)
@@ -236,7 +240,8 @@ class ConvexPairs:
         self.h = torch.cat([clean, adversarial])
         self.labels = torch.cat([labels_clean, labels_adversarial])
         with torch.no_grad():
-            correct = head(self.h).argmax(1) == self.labels
+            device = next(head.parameters()).device  # pools and draws stay on the CPU; the head may not
+            correct = head(self.h.to(device)).argmax(1).cpu() == self.labels
         is_clean = torch.arange(len(self.h)) < len(clean)
         self.classes = sorted(int(c) for c in self.labels.unique())
         first, second = (correct, ~correct) if pairing == "paper" else (is_clean, ~is_clean)
@@ -266,13 +271,15 @@ def train_restorer(config: IDFRTrainingConfig, context: RunContext, pairs: Conve
     torch.manual_seed(config.seed + 2)
     restorer = FeatureRestorer(pairs.h.shape[1], config.restorer_skips).to(context.device)
     model = context.wrap(restorer)
-    optimisation = _optimisation(restorer.parameters(), config.restorer_lr, config.restorer_iterations, config)
+    optimisation = _optimisation(restorer.parameters(), config.restorer_lr, config.restorer_iterations, config,
+                                 context)
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         restorer.train()
         mixed, labels = pairs.draw(config.restorer_batch, iteration_generator(config.seed + 2, i,
                                                                               context.distributed.rank))
-        loss = F.cross_entropy(head(model(mixed.to(context.device))), labels.to(context.device))
+        with optimisation.autocast(context.device):
+            loss = F.cross_entropy(head(model(to_device(mixed, context.device))), to_device(labels, context.device))
         return optimisation.step(loss, i)
 
     result = run_stage(context, "restorer", "restorer", step, {"restorer": restorer}, optimisation,
@@ -309,7 +316,13 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
     :param target: The classifier (images in ``[0, 1]`` to logits) the defence is trained through, with an
         encoder/head split (:func:`~art_purifiers.models.split_victim`).
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_idfr(config, context, x, y, target)
+
+
+def _train_idfr(config: IDFRTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+                target: nn.Module) -> tuple[InputDenoiser, FeatureRestorer | None, dict]:
     target = target.eval().to(context.device).requires_grad_(False)
     encoder, head = split_victim(target)
     held = len(x) - config.validation_images
@@ -320,9 +333,13 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
     began = time.perf_counter()
     examples, source = craft_examples(config, context, target, x[:held], y[:held])
     report["examples"], report["examples_seconds"] = len(examples), time.perf_counter() - began
-    data = _Data(torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long(),
-                 torch.from_numpy(examples.astype(np.float32) / 255), torch.from_numpy(source))
-    held_out = HeldOut(target, x[held:], y[held:], context.device, config.seed) if config.validation_images else None
+    # On a GPU the whole training set moves there once, so a batch is indexed where it is used.
+    data = _Data(*(tensor.to(context.device) for tensor in (
+        torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long(),
+        torch.from_numpy(examples.astype(np.float32) / 255), torch.from_numpy(source))))
+    # Only rank 0 validates, so only rank 0 crafts the held-out examples.
+    held_out = HeldOut(target, x[held:], y[held:], context.device, config.seed) \
+        if config.validation_images and context.distributed.is_main else None
 
     def score_denoiser(denoiser: nn.Module) -> dict:
         return held_out.scores(lambda images: target(denoiser(images).clamp(0, 1)))
@@ -333,8 +350,8 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
         began = time.perf_counter()
         generator = torch.Generator().manual_seed(config.seed + 3)
         pairs = ConvexPairs(embeddings(encoder, denoiser, _augmented(config, data.x, generator), context.device),
-                            embeddings(encoder, denoiser, data.adversarial, context.device), data.y,
-                            data.y[data.source], head, config.pairing)
+                            embeddings(encoder, denoiser, data.adversarial, context.device), data.y.cpu(),
+                            data.y[data.source].cpu(), head, config.pairing)
         report["embeddings_seconds"] = time.perf_counter() - began
 
         def score_restorer(restorer: nn.Module) -> dict:

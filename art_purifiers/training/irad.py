@@ -30,7 +30,7 @@ from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import load_victim
 from art_purifiers.nn.implicit import ImplicitRepresentation
 from art_purifiers.nn.samplenet import SampleNet
-from art_purifiers.training.framework import Optimisation, RunContext, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, check_precision, run_stage, to_device
 from art_purifiers.training.loops import (
     adversarial_pairs,
     augment_pairs,
@@ -72,10 +72,13 @@ class IRADTrainingConfig:
     checkpoint_every: int = 200
     #: Use only the first ``images`` training images (``None``: all of them).
     images: int | None = None
+    #: ``fp32``, ``tf32`` or ``bf16`` (:data:`~art_purifiers.training.framework.PRECISIONS`).
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
+        check_precision(self.precision)
         for name in ("blocks", "stage2_iterations", "seed"):
             check_integer(name, getattr(self, name), minimum=0)
         for name in ("features", "pgd_iterations", "stage1_iterations", "stage1_batch", "stage2_batch",
@@ -114,7 +117,7 @@ def stage1_inputs(task: str, clean: torch.Tensor, adversarial: torch.Tensor | No
     if task == "clean":
         return clean
     if task == "gaussian":
-        return (clean + torch.randn(clean.shape, generator=generator).to(clean.device) * noise_std).clamp(0, 1)
+        return (clean + to_device(torch.randn(clean.shape, generator=generator), clean.device) * noise_std).clamp(0, 1)
     if task == "super-resolution":
         return F.interpolate(clean, scale_factor=0.5, mode="area")
     # Inpainting: a random square of a quarter of the side is blanked in each image.
@@ -125,7 +128,7 @@ def stage1_inputs(task: str, clean: torch.Tensor, adversarial: torch.Tensor | No
     mask = torch.ones(n, 1, h, w)
     for i in range(n):
         mask[i, :, tops[i] : tops[i] + side, lefts[i] : lefts[i] + side] = 0
-    return clean * mask.to(clean.device)
+    return clean * to_device(mask, clean.device)
 
 
 class _IRAD(nn.Module):
@@ -152,7 +155,13 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     :param source: Classifier on ``[0, 1]`` images that the pairs are crafted on and SampleNet is trained through.
     :param out_dir: Folder for the pairs cache, checkpoints and the log.
     """
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_irad(config, context, x, y, source)
+
+
+def _train_irad(config: IRADTrainingConfig, context: RunContext, x: np.ndarray, y: np.ndarray,
+                source: nn.Module) -> tuple[ImplicitRepresentation, SampleNet | None, dict]:
     source = source.eval().to(context.device).requires_grad_(False)
     report: dict = {"config": dataclasses.asdict(config), **context.describe(), "images": len(x)}
     adversarial = None
@@ -165,13 +174,14 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
                                         config.pgd_iterations, seed=config.seed, device=str(context.device),
                                         distributed=context.distributed)
         report["pairs_seconds"] = time.perf_counter() - began
-    x_t = torch.from_numpy(x)
-    adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255)
+    # On a GPU the whole training set moves there once, so a batch is indexed where it is used.
+    x_t = torch.from_numpy(x).to(context.device)
+    adv_t = None if adversarial is None else torch.from_numpy(adversarial.astype(np.float32) / 255).to(context.device)
     representation = _train_representation(config, context, x_t, adv_t, report)
     samplenet = None
     if config.stage2_iterations > 0:
-        samplenet = _train_samplenet(config, context, representation, source, x_t, adv_t, torch.from_numpy(y).long(),
-                                     report)
+        y_t = torch.from_numpy(y).long().to(context.device)
+        samplenet = _train_samplenet(config, context, representation, source, x_t, adv_t, y_t, report)
     # Stage times include the time before any resume; the pairs' time is that of this run (crafting, or reading
     # them from the cache).
     report["seconds"] = sum(report.get(f"{part}_seconds", 0.0) for part in ("pairs", "stage1", "stage2"))
@@ -184,17 +194,19 @@ def _train_representation(config: IRADTrainingConfig, context: RunContext, x_t: 
     representation = ImplicitRepresentation(config.blocks, config.features, config.hidden).to(context.device)
     model = context.wrap(representation)
     optimisation = Optimisation(representation.parameters(), torch.optim.Adam(
-        representation.parameters(), lr=config.stage1_lr, betas=config.betas))
+        representation.parameters(), lr=config.stage1_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         idx = batch_for_iteration(i, len(x_t), config.stage1_batch, config.seed, rank, world)
         generator = iteration_generator(config.seed, i, rank)
         clean = x_t[idx]
         paired = adv_t[idx] if adv_t is not None else clean
         clean, paired = (t.to(context.device) for t in augment_pairs(generator, clean, paired))
         inputs = stage1_inputs(config.task, clean, paired, config.noise_std, generator)
-        return optimisation.step(F.l1_loss(model(inputs, size=clean.shape[-2:]), clean), i)
+        with optimisation.autocast(context.device):
+            loss = F.l1_loss(model(inputs, size=clean.shape[-2:]), clean)
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 1 (implicit representation)", "stage1", step,
                        {"representation": representation}, optimisation, config.stage1_iterations,
@@ -210,16 +222,17 @@ def _train_samplenet(config: IRADTrainingConfig, context: RunContext, representa
     samplenet = SampleNet(config.features, config.samplenet_hidden, config.max_shift).to(context.device)
     irad = context.wrap(_IRAD(representation, samplenet))
     optimisation = Optimisation(samplenet.parameters(), torch.optim.Adam(
-        samplenet.parameters(), lr=config.stage2_lr, betas=config.betas))
+        samplenet.parameters(), lr=config.stage2_lr, betas=config.betas), mixed_precision=context.mixed_precision)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         idx = batch_for_iteration(i, len(x_t), config.stage2_batch, config.seed + 1, rank, world)
         generator = iteration_generator(config.seed + 1, i, rank)
         clean, paired = (t.to(context.device) for t in augment_pairs(generator, x_t[idx], adv_t[idx]))
         labels = y_t[idx].to(context.device)
-        both = irad(torch.cat([clean, paired]))
-        return optimisation.step(F.cross_entropy(source(both), torch.cat([labels, labels])), i)
+        with optimisation.autocast(context.device):
+            loss = F.cross_entropy(source(irad(torch.cat([clean, paired]))), torch.cat([labels, labels]))
+        return optimisation.step(loss, i)
 
     result = run_stage(context, "stage 2 (SampleNet)", "stage2", step, {"samplenet": samplenet}, optimisation,
                        config.stage2_iterations, config.checkpoint_every)

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from art_purifiers.keys import fingerprint
-from art_purifiers.training.framework import Distributed
+from art_purifiers.training.framework import Distributed, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float | to
     cross-entropy. ``eps`` may be a tensor ``(N, 1, 1, 1)`` of per-image budgets; FGSM is ``steps=1, step=eps``."""
     x_adv = x
     if random_start:
-        x_adv = (x + (torch.rand(x.shape, generator=generator) * 2 - 1).to(x.device) * eps).clamp(0, 1)
+        x_adv = (x + to_device(torch.rand(x.shape, generator=generator) * 2 - 1, x.device) * eps).clamp(0, 1)
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)
         logits = model(x_adv)
@@ -107,8 +107,8 @@ def _craft_share(model: nn.Module, x: np.ndarray, y: np.ndarray, part: Path | No
         stop = min(start + batch_size, len(x))
         if stop - first <= done:
             continue
-        xb = torch.from_numpy(x[start:stop]).to(device)
-        yb = torch.from_numpy(y[start:stop]).long().to(device)
+        xb = to_device(torch.from_numpy(x[start:stop]), torch.device(device))
+        yb = to_device(torch.from_numpy(y[start:stop]).long(), torch.device(device))
         x_adv = craft(model, xb, yb, torch.Generator().manual_seed(batch_seed), start)
         out[start - first : stop - first] = (x_adv.cpu().numpy() * 255).round().astype(np.uint8)
         done = stop - first

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from art_purifiers.checks import check_integer, check_number
+from art_purifiers.training.framework import check_precision
 
 _LOG = logging.getLogger(__name__)
 #: Settings renamed to one word per idea (docs/glossary.md), ``{old: new}``: ``--set OLD=V`` still sets NEW, with a
@@ -32,6 +33,8 @@ class RunSettings:
     checkpoint_every: int = 500
     #: Use only the first ``images`` training images (``None``: all of them).
     images: int | None = None
+    #: ``fp32``, ``tf32`` or ``bf16`` (:data:`~art_purifiers.training.framework.PRECISIONS`).
+    precision: str = "fp32"
     extra: dict = field(default_factory=dict)
 
     def _check_run_settings(self) -> None:
@@ -40,6 +43,7 @@ class RunSettings:
         check_integer("checkpoint_every", self.checkpoint_every, minimum=1)
         if self.images is not None:
             check_integer("images", self.images, minimum=1)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -49,7 +53,7 @@ class TrainingJob:
     :param x: Training images, float32 ``(N, 3, H, W)`` in ``[0, 1]`` (never test images).
     :param y: Their labels ``(N,)``.
     :param out_dir: Folder for caches, checkpoints, the log and the report.
-    :param device: ``"cpu"``, ``"cuda"`` or ``None`` (CUDA when available).
+    :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
     :param export: Where to write the weights when done (``.safetensors``), or ``None``.
     :param command: The command that started the run (recorded with the weights).
     :param options: The trainer's own options (e.g. IRAD's ``source``), as strings.
@@ -87,9 +91,10 @@ class Trainer:
 
 
 def provenance(report: dict, *extra: str) -> dict:
-    """What a weight file records of the run that built it: command, machine, device, world size, images, seconds
-    and the trainer's ``extra`` report keys."""
-    return {key: report[key] for key in ("command", "machine", "device", "world", "images", "seconds", *extra)}
+    """What a weight file records of the run that built it: command, machine, device, world size, precision, images,
+    seconds and the trainer's ``extra`` report keys."""
+    keys = ("command", "machine", "device", "world", "precision", "images", "seconds", *extra)
+    return {key: report[key] for key in keys}
 
 
 def configurable_fields(config) -> dict[str, object]:

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.models import NormalizedClassifier, cifar_resnet, load_victim
 from art_purifiers.models.normalized import IMAGENET_MEAN, IMAGENET_STD
-from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage
+from art_purifiers.training.framework import Optimisation, RunContext, Schedule, accuracies, run_stage, to_device
 from art_purifiers.training.loops import batch_for_iteration, iteration_generator, pgd_linf
 from art_purifiers.training.registry import RunSettings, Trainer, TrainingJob, provenance
-from art_purifiers.weights import save_safetensors
+from art_purifiers.weights import save_networks
 
 #: Starting points: a bundled (naturally trained) victim to fine-tune, or random weights.
 INITS = ("resnet20", "resnet32", "scratch")
@@ -79,7 +79,7 @@ def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = torch.stack([padded[i, :, t : t + h, s : s + w] for i, (t, s) in enumerate(zip(tops.tolist(),
                                                                                            lefts.tolist(),
                                                                                            strict=True))])
-    return torch.where(flips[:, None, None, None], out.flip(-1), out)
+    return torch.where(to_device(flips, images.device)[:, None, None, None], out.flip(-1), out)
 
 
 def _initial_network(config: VictimATConfig) -> NormalizedClassifier:
@@ -97,7 +97,13 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
     """PGD adversarial training (resumes from ``out_dir``); returns the network and a report. The last
     ``config.validation_images`` training images are held out: the validation hook reports their clean and
     PGD-10 accuracy."""
-    context = RunContext.create(out_dir, device, config.seed)
+    context = RunContext.create(out_dir, device, config.seed, config.precision)
+    with context.precision_flags():
+        return _train_victim_at(config, context, x, y)
+
+
+def _train_victim_at(config: VictimATConfig, context: RunContext, x: np.ndarray,
+                     y: np.ndarray) -> tuple[NormalizedClassifier, dict]:
     held = len(x) - config.validation_images
     if held < config.batch:
         raise ValueError(f"{len(x)} images leave {held} to train on, fewer than a batch of {config.batch}.")
@@ -106,19 +112,23 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
     parameters = list(victim.parameters())
     optimisation = Optimisation(parameters, torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
                                                             weight_decay=config.weight_decay),
-                                Schedule(config.iterations, min(config.warmup, config.iterations)))
-    x_t, y_t = torch.from_numpy(x[:held]), torch.from_numpy(y[:held]).long()
+                                Schedule(config.iterations, min(config.warmup, config.iterations)),
+                                mixed_precision=context.mixed_precision)
+    # On a GPU the whole training set moves there once, so a batch is indexed and augmented where it is used.
+    x_t, y_t = torch.from_numpy(x[:held]).to(context.device), torch.from_numpy(y[:held]).long().to(context.device)
     rank, world = context.distributed.rank, context.distributed.world
 
-    def step(i: int) -> float:
+    def step(i: int) -> torch.Tensor:
         generator = iteration_generator(config.seed, i, rank)
         idx = batch_for_iteration(i, held, config.batch, config.seed, rank, world)
-        images, labels = _augment(x_t[idx], generator).to(context.device), y_t[idx].to(context.device)
-        victim.eval()  # craft against fixed batch-norm statistics, then train on the examples
-        adversarial = pgd_linf(victim, images, labels, config.eps, config.step_size, config.attack_iterations,
-                               generator)
-        victim.train()
-        return optimisation.step(F.cross_entropy(model(adversarial), labels), i)
+        images, labels = _augment(x_t[idx], generator), y_t[idx]
+        with optimisation.autocast(context.device):
+            victim.eval()  # craft against fixed batch-norm statistics, then train on the examples
+            adversarial = pgd_linf(victim, images, labels, config.eps, config.step_size, config.attack_iterations,
+                                   generator)
+            victim.train()
+            loss = F.cross_entropy(model(adversarial), labels)
+        return optimisation.step(loss, i)
 
     validate = None
     if config.validation_images:
@@ -140,11 +150,14 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
 
 
 def export_victim(victim: NormalizedClassifier, path: str | Path, provenance: dict | None = None) -> str:
-    """Write the network as a victim weight file (safetensors, the bare ResNet's state dict as the bundled victims
-    hold it); return its sha256."""
-    metadata = {"method": "victim", "architecture": f"cifar_resnet{victim.network.depth}",
+    """Write the network as a victim weight file (safetensors: the bare network under the key ``""``, its spec and
+    input normalisation in the metadata, as ``convert-victim`` writes them); return its sha256."""
+    spec = victim.network.network_spec
+    arguments = ", ".join(f"{key}={value}" for key, value in spec["args"].items())
+    normalization = {"mean": victim.mean.flatten().tolist(), "std": victim.std.flatten().tolist()}
+    metadata = {"method": "victim", "architecture": f"{spec['name']}({arguments})", "normalization": normalization,
                 "training": "PGD adversarial training", "provenance": provenance or {}}
-    return save_safetensors(victim.network.state_dict(), path, metadata=metadata)
+    return save_networks({"": victim.network}, path, metadata)
 
 
 def run(config: VictimATConfig, job: TrainingJob) -> dict:
