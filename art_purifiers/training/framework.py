@@ -33,6 +33,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from art_purifiers.checks import check_choice, check_integer, check_number
+from art_purifiers.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -66,26 +67,21 @@ def run_device(name: str | None, precision: str = "fp32") -> torch.device:
         visible ones, ``cuda:K`` with several ranks, or ``tf32`` on the CPU.
     """
     check_precision(precision)
-    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    check_choice("device", name.split(":")[0], ("cpu", "cuda"))
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"device must be cpu, cuda or cuda:K, got {name!r}.") from error
-    if device.type == "cpu":
-        if precision == "tf32":
-            raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
-        return device
-    if not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device.")
     world, local_rank = _launch()
-    if world > 1 and device.index is not None:
+    device = resolve_device(_rank_device(name, world, local_rank) if world > 1 else name)
+    if device.type == "cpu" and precision == "tf32":
+        raise ValueError("precision 'tf32' changes CUDA matrix products only; on the CPU use fp32 or bf16.")
+    return device
+
+
+def _rank_device(name: str | None, world: int, local_rank: int) -> str | None:
+    """Under ``torchrun``: a bare ``"cuda"`` (or no name where CUDA exists) is the rank's own GPU."""
+    if name == "cuda" or (name is None and torch.cuda.is_available()):
+        return f"cuda:{local_rank}"
+    if isinstance(name, str) and name.startswith("cuda:"):
         raise ValueError(f"device {name!r} names one GPU, but torchrun started {world} ranks, one GPU each: use "
                          "device 'cuda' (rank r trains on cuda:LOCAL_RANK) and CUDA_VISIBLE_DEVICES to choose them.")
-    index = local_rank if world > 1 else device.index
-    if index is not None and index >= torch.cuda.device_count():
-        raise ValueError(f"cuda:{index} was asked for, but torch sees {torch.cuda.device_count()} CUDA device(s).")
-    return device if index is None else torch.device("cuda", index)
+    return name
 
 
 def _tf32_switches(allowed: bool) -> tuple[list[tuple[object, str]], list]:
