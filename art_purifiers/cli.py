@@ -522,7 +522,17 @@ def run_defences(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_openmp_wait() -> None:
+    """Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless the variable is set.
+    OpenMP reads it once, when torch loads, so only before torch is imported. On a CPU shared with other jobs a
+    spinning thread holds the core that the thread it waits for needs: the main job's adaptive attack through IRAD
+    ran 6-7 times slower so on the 2-core machine (docs/results.md, "The main job")."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _passive_openmp_wait()
     from art_purifiers import __version__
     from art_purifiers.evaluation.names import FORMATS
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 
 from art_purifiers import IRADPreprocessor
 from art_purifiers.data import load_sample
+from art_purifiers.nn import liif
 from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
@@ -61,6 +63,12 @@ def _queries(batch: int, h: int, w: int, dtype: torch.dtype) -> tuple[torch.Tens
     random = torch.rand(batch, 40, 2, generator=generator) * 2 - 1
     coords = torch.cat([fine, border.expand(batch, -1, 2), edges.expand(batch, 4, 2), random], dim=1).to(dtype)
     return coords, (torch.rand(batch, coords.shape[1], 2, generator=generator) * 0.5).to(dtype)
+
+
+def _one_pass(decoder: LocalImplicitDecoder, features: torch.Tensor, coords: torch.Tensor,
+              cells: torch.Tensor) -> torch.Tensor:
+    """The decoder's answers in a single pass over every image and query."""
+    return decoder._decode(features, coords, cells, coords.shape[1])
 
 
 def _value_and_gradients(decoder: LocalImplicitDecoder, coords: torch.Tensor,
@@ -145,21 +153,27 @@ def test_ensemble_weights_sum_to_one():
     torch.testing.assert_close(out, torch.full_like(out, 0.7))
 
 
-@pytest.mark.parametrize("max_rows", [10, 200, 300, None])
-def test_chunked_queries_equal_one_pass(max_rows):
-    """Passes of a few queries of one image (10 rows), of one image's queries (200), of two images (300) or the
-    device's default give the answers and gradients of one pass."""
+@pytest.mark.parametrize(("max_rows", "passes"), [(10, 381), (1100, 3), (2100, 2), (65536, 2)])
+def test_chunked_queries_equal_one_pass(max_rows, passes, monkeypatch):
+    """3 images of 254 queries (1016 rows each): passes of 2 queries (10 rows), of one image (1100), of two images
+    (2100), or the default bounded on a CPU by CPU_ROWS (here 2100) give the answers and gradients of one pass."""
     torch.manual_seed(0)
-    whole = LocalImplicitDecoder(5, 3, hidden=(8,), max_rows=10_000)
+    whole = LocalImplicitDecoder(5, 3, hidden=(8,))
+    whole.forward = functools.partial(_one_pass, whole)
     chunked = LocalImplicitDecoder(5, 3, hidden=(8,), max_rows=max_rows)
     chunked.load_state_dict(whole.state_dict())
     coords, cells = _queries(3, 6, 7, torch.float32)
-    for one, parts in zip(_value_and_gradients(whole, coords, cells), _value_and_gradients(chunked, coords, cells),
-                          strict=True):
+    expected = _value_and_gradients(whole, coords, cells)
+    monkeypatch.setattr(liif, "CPU_ROWS", 2100)
+    calls = []
+    query = LocalImplicitDecoder._query
+    monkeypatch.setattr(LocalImplicitDecoder, "_query", lambda *args: calls.append(1) or query(*args))
+    for one, parts in zip(expected, _value_and_gradients(chunked, coords, cells), strict=True):
         torch.testing.assert_close(parts, one)
+    assert len(calls) == passes
 
 
-@pytest.mark.parametrize("max_rows", [0, -5, 2.5, "64", True])
+@pytest.mark.parametrize("max_rows", [0, -5, 2.5, "64", True, None])
 def test_decoder_refuses_bad_max_rows(max_rows):
     with pytest.raises(ValueError, match="max_rows"):
         LocalImplicitDecoder(4, 3, max_rows=max_rows)

@@ -37,7 +37,7 @@ class ImplicitRepresentation(nn.Module):
     :param blocks: EDSR residual blocks (paper 16); unused when ``encoder`` is given.
     :param features: EDSR width (paper 64); unused when ``encoder`` is given.
     :param hidden: Decoder MLP widths (paper 256 x 4).
-    :param max_rows: Decoder rows per pass (memory bound; ``None``: chosen by device, see the decoder).
+    :param max_rows: Decoder chunk size (memory bound).
     :param encoder: Spec ``{"name", "args"}`` of a registered encoder (``edsr``, ``rdn``, ``rcan``, ...) with an
         ``out_dim`` attribute; ``None``: an EDSR encoder of ``blocks`` x ``features``.
     :param unfold: Decoder option: concatenate each code's 3x3 neighbourhood (LIIF's ``feat_unfold``).
@@ -46,7 +46,7 @@ class ImplicitRepresentation(nn.Module):
     """
 
     def __init__(self, blocks: int = 16, features: int = 64, hidden: Sequence[int] = (256, 256, 256, 256),
-                 max_rows: int | None = None, encoder: Mapping | None = None, unfold: bool = True,
+                 max_rows: int = 65536, encoder: Mapping | None = None, unfold: bool = True,
                  local_ensemble: bool = True, cell_decode: bool = True) -> None:
         super().__init__()
         self.encoder = EDSREncoder(blocks=blocks, features=features) if encoder is None else create_network(encoder)

@@ -15,8 +15,8 @@ from art_purifiers.checks import check_integer
 
 # Nudge of the ensemble's shifted query, so that a query on a cell border picks a side consistently.
 _EPS_SHIFT = 1e-6
-#: Default MLP rows per pass on a CPU: small enough for a pass's tensors to stay in a core's cache, large enough
-#: for efficient matrix products (docs/defences/irad.md has the measurement).
+#: Most MLP rows per pass on a CPU: few enough for a pass's tensors to stay in a core's cache, enough for efficient
+#: matrix products (docs/defences/irad.md has the measurement).
 CPU_ROWS = 8192
 
 
@@ -58,17 +58,16 @@ class LocalImplicitDecoder(nn.Module):
     :param unfold: Concatenate each latent's 3x3 neighbourhood (zero-padded).
     :param local_ensemble: Blend the four neighbouring latents; otherwise use the nearest one.
     :param cell_decode: Give the MLP the query's cell size.
-    :param max_rows: MLP rows (queries x corners, across the batch) decoded at once; bounds memory (about
-        ``max_rows`` x the sum of the hidden widths floats per pass). ``None``: :data:`CPU_ROWS` on a CPU, 65536
-        elsewhere.
+    :param max_rows: Most MLP rows (queries x corners, across the batch) decoded at once; bounds memory (about
+        ``max_rows`` x the sum of the hidden widths floats per pass). On a CPU passes are at most :data:`CPU_ROWS`.
     """
 
     def __init__(self, feature_dim: int = 64, out_dim: int = 3, hidden: Sequence[int] = (256, 256, 256, 256),
                  unfold: bool = True, local_ensemble: bool = True, cell_decode: bool = True,
-                 max_rows: int | None = None) -> None:
+                 max_rows: int = 65536) -> None:
         super().__init__()
         self.unfold, self.local_ensemble, self.cell_decode = unfold, local_ensemble, cell_decode
-        self.max_rows = None if max_rows is None else check_integer("max_rows", max_rows, minimum=1)
+        self.max_rows = check_integer("max_rows", max_rows, minimum=1)
         self.feature_inputs = feature_dim * (9 if unfold else 1)
         self.mlp = MLP(self.feature_inputs + 2 + (2 if cell_decode else 0), out_dim, hidden)
 
@@ -82,7 +81,7 @@ class LocalImplicitDecoder(nn.Module):
         """
         b, q = coords.shape[:2]
         corners = 4 if self.local_ensemble else 1
-        rows = self.max_rows or (CPU_ROWS if features.device.type == "cpu" else 65536)
+        rows = min(self.max_rows, CPU_ROWS) if features.device.type == "cpu" else self.max_rows
         # Whole images per pass where they fit, so that each pass gathers from a small table (in cache on a CPU).
         images = max(1, min(b, rows // (corners * q)))
         queries = max(1, rows // (corners * images))

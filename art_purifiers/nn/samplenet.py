@@ -30,13 +30,13 @@ class SampleNet(nn.Module):
     :param hidden: MLP widths (paper 256 x 4).
     :param max_shift: Optional bound: shifts become ``max_shift * tanh(raw / max_shift)`` (in ``units``); ``None``
         leaves them raw, as in the paper.
-    :param max_rows: Decoder rows per pass (memory bound; ``None``: chosen by device, see the decoder).
+    :param max_rows: Decoder chunk size (memory bound).
     :param encoder: Spec ``{"name", "args"}`` of its own encoder, or ``None`` to read the representation's codes.
     :param units: Units of the decoder's raw output, one of :data:`SHIFT_UNITS`.
     """
 
     def __init__(self, feature_dim: int = 64, hidden: Sequence[int] = (256, 256, 256, 256),
-                 max_shift: float | None = None, max_rows: int | None = None, encoder: Mapping | None = None,
+                 max_shift: float | None = None, max_rows: int = 65536, encoder: Mapping | None = None,
                  units: str = "pixels") -> None:
         super().__init__()
         if max_shift is not None and max_shift <= 0:
