@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import sys
@@ -170,9 +171,12 @@ def report(summary: str, result: dict, path: str | None = None) -> None:
 
 
 def machine() -> dict:
-    """What the figures were measured on."""
+    """What the figures were measured on, and how busy it was: the load average (1, 5, 15 minutes) when the
+    figures were written, where the platform reports one."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = list(os.getloadavg())
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
