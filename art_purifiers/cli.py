@@ -11,7 +11,7 @@ from pathlib import Path
 
 DEFAULT_CACHE = Path.home() / ".cache" / "art-purifiers" / "adversarial"
 #: What ``art-purifiers evaluate`` runs when no defence, threat model or attack is named: the package's point in
-#: about five minutes on 2 CPU cores (docs/results.md has the timing).
+#: about a minute on 2 CPU cores (docs/results.md has the timing).
 MAIN_JOB = {"defence": ["irad", "resampling"], "threat": ["clean", "oblivious", "adaptive"], "attack": ["pgd"],
             "steps": 20, "step_size": "2/255", "n": 100}
 #: Defaults of the options that the main job sets, for any other evaluation.
@@ -40,8 +40,8 @@ def _evaluate_parser(sub) -> None:
         help="evaluate defences under threat models and print one table",
         description="Evaluate defences on CIFAR-10 test images. Without a defence, threat model or attack: the main "
         "job, the shipped IRAD beside bilinear resampling (d=1.5) under clean, oblivious and adaptive "
-        "(exact-gradient) PGD-20, Linf 8/255, on bundled test images 0..99 with the bundled ResNet-20, in about five "
-        "minutes on 2 CPU cores. Under torchrun, samples are split across ranks and rank 0 prints the merged table.",
+        "(exact-gradient) PGD-20, Linf 8/255, on bundled test images 0..99 with the bundled ResNet-20, in about a "
+        "minute on 2 CPU cores. Under torchrun, samples are split across ranks and rank 0 prints the merged table.",
     )
     p.add_argument("--defence", action="append", metavar="SPEC",
                    help="defence spec NAME[:key=value,...] or art:CLASS[:key=value,...], repeatable; NAME is one of "
@@ -627,7 +627,17 @@ def run_defences(args: argparse.Namespace) -> int:
     return 0
 
 
+def _passive_openmp_wait() -> None:
+    """Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), unless the variable is set.
+    OpenMP reads it once, when torch loads, so only before torch is imported. On a CPU shared with other jobs a
+    spinning thread holds the core that the thread it waits for needs: the main job's adaptive attack through IRAD
+    ran 6-7 times slower so on the 2-core machine (docs/results.md, "The main job")."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _passive_openmp_wait()
     from art_purifiers import __version__
     from art_purifiers.evaluation.names import FORMATS
 

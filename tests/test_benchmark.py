@@ -10,6 +10,7 @@ from art_purifiers import ResamplingPreprocessor
 from art_purifiers.deploy import Deployment
 from art_purifiers.evaluation.benchmark import (
     machine,
+    matmul_flops_per_second,
     multiply_accumulates,
     peak_memory_bytes,
     repeated_sample,
@@ -43,6 +44,7 @@ def test_multiply_accumulates_of_a_convolution():
 def test_peak_memory_and_machine():
     assert peak_memory_bytes(torch.device("cpu")) > 10 * 2**20
     assert machine()["threads"] >= 1
+    assert len(machine().get("load_average", [0, 0, 0])) == 3
 
 
 def test_deployment_timing_and_macs(tiny_model):
@@ -57,6 +59,25 @@ def test_deployment_timing_and_macs(tiny_model):
 def test_repeated_sample_fills_the_count():
     x = repeated_sample(450, torch.device("cpu"))
     assert x.shape == (450, 3, 32, 32) and torch.equal(x[200:400], x[:200])
+
+
+def test_forward_backward_timing_and_macs():
+    """With backward, the timing runs to the input's gradient and the count adds the backward pass: for a frozen
+    convolution, its gradient with respect to the input, as many multiply-accumulates as the forward pass."""
+    x = torch.rand(4, 3, 10, 12)
+    defence = ConvPurifier(batch_size=16)
+    timing = time_purifier(defence, x, batch_size=2, repeats=1, backward=True)
+    assert timing.images == 4 and timing.seconds > 0 and defence.batch_size == 16
+    forward = 3 * 3 * 9 * 120  # per image
+    assert multiply_accumulates(defence, x) == forward
+    assert multiply_accumulates(defence, x, backward=True) == 2 * forward
+
+
+def test_matmul_flops_per_second():
+    assert matmul_flops_per_second(torch.device("cpu"), size=64, repeats=2) > 0
+    for bad in ({"size": 0}, {"repeats": 0}, {"size": 8.5}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            matmul_flops_per_second(torch.device("cpu"), **bad)
 
 
 # --- benchmarks/gpu.py: the prepared GPU benchmark, run here in its CPU dry-run mode ---------------------------------

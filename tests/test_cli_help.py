@@ -176,3 +176,26 @@ def test_verbose_shows_art_info_lines():
     finally:
         root.setLevel(level)
         logging.getLogger("art_purifiers").setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_command_line_lets_idle_openmp_threads_sleep(preset, expected):
+    """Before torch loads, the command line sets OMP_WAIT_POLICY=PASSIVE unless the user set it; after, it leaves
+    the environment alone (OpenMP has read it already)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from art_purifiers.cli import _passive_openmp_wait
+
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    env.update({} if preset is None else {"OMP_WAIT_POLICY": preset})
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(inspect.getfile(main)).parents[1]), env.get("PYTHONPATH", "")])
+    code = ("import os, sys; from art_purifiers.cli import _passive_openmp_wait; _passive_openmp_wait(); "
+            "print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", expected]
+    before = os.environ.get("OMP_WAIT_POLICY")
+    _passive_openmp_wait()  # torch is loaded in the test process
+    assert os.environ.get("OMP_WAIT_POLICY") == before

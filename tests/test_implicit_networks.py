@@ -2,13 +2,115 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
+from art_purifiers import IRADPreprocessor
+from art_purifiers.data import load_sample
+from art_purifiers.nn import liif
 from art_purifiers.nn.edsr import EDSREncoder
 from art_purifiers.nn.implicit import ImplicitRepresentation, query_grid
 from art_purifiers.nn.liif import LocalImplicitDecoder, pixel_centres
 from art_purifiers.nn.samplenet import SampleNet
+
+
+def liif_reference(decoder: LocalImplicitDecoder, features: torch.Tensor, coords: torch.Tensor,
+                   cells: torch.Tensor) -> torch.Tensor:
+    """LIIF's computation as its paper states it (the decoder's before it was reordered): for each corner, sample
+    the unfolded feature map and the latent centres at the nearest latent and run the whole MLP on
+    ``[feature, offset, cell]``; blend the four answers by the opposite areas."""
+    b, c, h, w = features.shape
+    if decoder.unfold:
+        features = F.unfold(features, 3, padding=1).view(b, c * 9, h, w)
+    rows = -1 + (2 * torch.arange(h, dtype=features.dtype) + 1) / h
+    cols = -1 + (2 * torch.arange(w, dtype=features.dtype) + 1) / w
+    centres = torch.stack(torch.meshgrid(rows, cols, indexing="ij")).unsqueeze(0).expand(b, 2, h, w)
+    scale, half = coords.new_tensor([h, w]), coords.new_tensor([1 / h, 1 / w])
+    corners = [(-1, -1), (-1, 1), (1, -1), (1, 1)] if decoder.local_ensemble else [(0, 0)]
+    answers, areas = [], []
+    for corner in corners:
+        shifted = coords + coords.new_tensor(corner) * half + (1e-6 if decoder.local_ensemble else 0.0)
+        grid = shifted.clamp(-1 + 1e-6, 1 - 1e-6).flip(-1).unsqueeze(1)
+        latent, centre = (F.grid_sample(t, grid, mode="nearest", align_corners=False)[:, :, 0].transpose(1, 2)
+                          for t in (features, centres))
+        relative = (coords - centre) * scale
+        answers.append(decoder.mlp(torch.cat([latent, relative] + ([cells * scale] if decoder.cell_decode else []),
+                                             dim=-1)))
+        areas.append((relative[..., 0] * relative[..., 1]).abs() + 1e-9)
+    if not decoder.local_ensemble:
+        return answers[0]
+    total = areas[0] + areas[1] + areas[2] + areas[3]
+    return sum(a * (area / total).unsqueeze(-1) for a, area in zip(answers, reversed(areas), strict=True))
+
+
+class ReferenceDecoder(LocalImplicitDecoder):
+    """The decoder's weights run by :func:`liif_reference`."""
+
+    forward = liif_reference
+
+
+def _queries(batch: int, h: int, w: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Queries at the pixel centres of a finer grid, on latent borders, on the image's edges and at random points,
+    with random cells."""
+    fine, _ = query_grid(batch, 2 * h, 2 * w, None, None)
+    border = (pixel_centres(h, w).reshape(1, -1, 2) + torch.tensor([1.0 / h, 1.0 / w])).clamp(max=1)
+    edges = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [-1.0, 1.0], [0.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    random = torch.rand(batch, 40, 2, generator=generator) * 2 - 1
+    coords = torch.cat([fine, border.expand(batch, -1, 2), edges.expand(batch, 4, 2), random], dim=1).to(dtype)
+    return coords, (torch.rand(batch, coords.shape[1], 2, generator=generator) * 0.5).to(dtype)
+
+
+def _one_pass(decoder: LocalImplicitDecoder, features: torch.Tensor, coords: torch.Tensor,
+              cells: torch.Tensor) -> torch.Tensor:
+    """The decoder's answers in a single pass over every image and query."""
+    return decoder._decode(features, coords, cells, coords.shape[1])
+
+
+def _value_and_gradients(decoder: LocalImplicitDecoder, coords: torch.Tensor,
+                         cells: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The decoder's answers on fixed random features, and the gradients of a weighted sum of them with respect to
+    the features and the coordinates."""
+    features = torch.randn(3, 5, 6, 7, generator=torch.Generator().manual_seed(1)).to(coords.dtype).requires_grad_()
+    points = coords.clone().requires_grad_(True)
+    out = decoder(features, points, cells)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    return (out, *torch.autograd.grad((out * weights).sum(), (features, points)))
+
+
+@pytest.mark.parametrize(("unfold", "local_ensemble", "cell_decode", "hidden"),
+                         [(True, True, True, (16, 8)), (False, False, False, (16,)), (True, False, True, (8,)),
+                          (False, True, False, ())])
+def test_decoder_equals_liif_reference_with_gradients(unfold, local_ensemble, cell_decode, hidden):
+    """The reordered decoder (first layer as a convolution, gathered per corner) is LIIF's computation: in float64
+    the answers and the gradients (features and coordinates) agree to rounding, for every decoder option."""
+    torch.manual_seed(0)
+    decoder = LocalImplicitDecoder(5, 3, hidden=hidden, unfold=unfold, local_ensemble=local_ensemble,
+                                   cell_decode=cell_decode, max_rows=100).double()
+    reference = copy.deepcopy(decoder)
+    reference.__class__ = ReferenceDecoder
+    coords, cells = _queries(3, 6, 7, torch.float64)
+    for new, old in zip(_value_and_gradients(decoder, coords, cells), _value_and_gradients(reference, coords, cells),
+                        strict=True):
+        torch.testing.assert_close(new, old, rtol=0, atol=1e-10)
+
+
+def test_shipped_irad_equals_liif_reference_in_float32():
+    """The shipped IRAD purifies the bundled images as with LIIF's own computation and a channels-first encoder (the
+    implementation before the CPU speed-up), up to float32 rounding."""
+    defence = IRADPreprocessor()
+    reference = copy.deepcopy(defence)
+    for network in (reference.representation, reference.samplenet):
+        network.decoder.__class__ = ReferenceDecoder
+    reference.representation.encode = lambda images: reference.representation.encoder(images * 2 - 1)
+    x = torch.from_numpy(load_sample()[0][:16])
+    with torch.no_grad():
+        difference = (defence.forward(x)[0] - reference.forward(x)[0]).abs().max()
+    assert difference <= 1e-5
 
 
 def test_pixel_centres_are_liif_coordinates():
@@ -51,14 +153,30 @@ def test_ensemble_weights_sum_to_one():
     torch.testing.assert_close(out, torch.full_like(out, 0.7))
 
 
-def test_chunked_queries_equal_one_pass():
+@pytest.mark.parametrize(("max_rows", "passes"), [(10, 381), (1100, 3), (2100, 2), (65536, 2)])
+def test_chunked_queries_equal_one_pass(max_rows, passes, monkeypatch):
+    """3 images of 254 queries (1016 rows each): passes of 2 queries (10 rows), of one image (1100), of two images
+    (2100), or the default bounded on a CPU by CPU_ROWS (here 2100) give the answers and gradients of one pass."""
     torch.manual_seed(0)
-    features, coords = torch.randn(2, 4, 6, 6), torch.rand(2, 36, 2) * 2 - 1
-    cells = torch.full((2, 36, 2), 1 / 3)
-    whole = LocalImplicitDecoder(4, 3, hidden=(8,), max_rows=10_000)
-    chunked = LocalImplicitDecoder(4, 3, hidden=(8,), max_rows=10)
+    whole = LocalImplicitDecoder(5, 3, hidden=(8,))
+    whole.forward = functools.partial(_one_pass, whole)
+    chunked = LocalImplicitDecoder(5, 3, hidden=(8,), max_rows=max_rows)
     chunked.load_state_dict(whole.state_dict())
-    torch.testing.assert_close(chunked(features, coords, cells), whole(features, coords, cells))
+    coords, cells = _queries(3, 6, 7, torch.float32)
+    expected = _value_and_gradients(whole, coords, cells)
+    monkeypatch.setattr(liif, "CPU_ROWS", 2100)
+    calls = []
+    query = LocalImplicitDecoder._query
+    monkeypatch.setattr(LocalImplicitDecoder, "_query", lambda *args: calls.append(1) or query(*args))
+    for one, parts in zip(expected, _value_and_gradients(chunked, coords, cells), strict=True):
+        torch.testing.assert_close(parts, one)
+    assert len(calls) == passes
+
+
+@pytest.mark.parametrize("max_rows", [0, -5, 2.5, "64", True, None])
+def test_decoder_refuses_bad_max_rows(max_rows):
+    with pytest.raises(ValueError, match="max_rows"):
+        LocalImplicitDecoder(4, 3, max_rows=max_rows)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 64), (32, 48)])

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from art_purifiers.base import PurifierPreprocessor
+from art_purifiers.checks import check_integer
 from art_purifiers.deploy import Deployment
 
 
@@ -47,18 +50,35 @@ def _synchronise(device: torch.device) -> None:
 
 def _best_time(call, batches: tuple[torch.Tensor, ...], repeats: int, warmup: bool) -> float:
     """Best wall time of ``repeats`` passes of ``call`` over ``batches``, without gradients."""
-    best = float("inf")
     with torch.no_grad():
-        if warmup:
-            call(batches[0])
-        for _ in range(repeats):
-            _synchronise(batches[0].device)
-            start = time.perf_counter()
-            for batch in batches:
-                call(batch)
-            _synchronise(batches[0].device)
-            best = min(best, time.perf_counter() - start)
+        return _best_pass(call, batches, repeats, warmup)
+
+
+def _best_pass(call, batches: tuple[torch.Tensor, ...], repeats: int, warmup: bool) -> float:
+    """Best wall time of ``repeats`` passes of ``call`` over ``batches`` (after one warm-up call if ``warmup``)."""
+    best = float("inf")
+    if warmup:
+        call(batches[0])
+    for _ in range(repeats):
+        _synchronise(batches[0].device)
+        start = time.perf_counter()
+        for batch in batches:
+            call(batch)
+        _synchronise(batches[0].device)
+        best = min(best, time.perf_counter() - start)
     return best
+
+
+def _forward_backward(defence) -> Callable[[torch.Tensor], None]:
+    """One pass through ``defence`` (a purifier's ``forward`` or a deployment's ``logits``) and back to the input,
+    as an attack's gradient step runs it: the output's sum is back-propagated (every output gets gradient 1)."""
+    call = defence.logits if isinstance(defence, Deployment) else lambda x: defence.forward(x)[0]
+
+    def step(x: torch.Tensor) -> None:
+        x = x.detach().requires_grad_(True)
+        call(x).sum().backward()
+
+    return step
 
 
 def _check_batches(x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -68,9 +88,11 @@ def _check_batches(x: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, ...]
 
 
 def time_purifier(defence: PurifierPreprocessor, x: torch.Tensor, batch_size: int, repeats: int = 3,
-                  warmup: bool = True) -> Timing:
+                  warmup: bool = True, backward: bool = False) -> Timing:
     """Time ``defence`` on ``x`` (``(N, C, H, W)`` in ``[0, 1]``, already on the device to measure), in calls of
-    ``batch_size`` images (``N`` a multiple of it), without gradients; the best of ``repeats`` passes over ``x``.
+    ``batch_size`` images (``N`` a multiple of it); the best of ``repeats`` passes over ``x``. Without gradients,
+    or with ``backward`` forward and backward to the input, as an attack's gradient step (the defence's own
+    gradient mode applies).
 
     The defence's own chunking is set to ``batch_size`` for the measurement (so one call purifies one batch) and
     restored afterwards.
@@ -79,7 +101,8 @@ def time_purifier(defence: PurifierPreprocessor, x: torch.Tensor, batch_size: in
     chunking = defence.batch_size
     defence.set_params(batch_size=batch_size)
     try:
-        best = _best_time(defence.forward, batches, repeats, warmup)
+        best = (_best_pass(_forward_backward(defence), batches, repeats, warmup) if backward
+                else _best_time(defence.forward, batches, repeats, warmup))
     finally:
         defence.set_params(batch_size=chunking)
     return Timing(str(x.device), batch_size, len(x), repeats, best, torch.get_num_threads())
@@ -93,15 +116,33 @@ def time_deployment(deployment: Deployment, x: torch.Tensor, batch_size: int, re
                   torch.get_num_threads())
 
 
-def multiply_accumulates(defence, x: torch.Tensor) -> float:
+def multiply_accumulates(defence, x: torch.Tensor, backward: bool = False) -> float:
     """Multiply-accumulates per image of one pass of ``x`` through a purifier (its ``forward``) or a
-    :class:`~art_purifiers.deploy.Deployment` (its ``logits``): matrix products and convolutions, as counted by
+    :class:`~art_purifiers.deploy.Deployment` (its ``logits``), and with ``backward`` back to the input as
+    :func:`time_purifier` times it: matrix products and convolutions (their backward passes included), as counted by
     :class:`torch.utils.flop_counter.FlopCounterMode`, whose FLOPs are two per multiply-accumulate."""
     counter = FlopCounterMode(display=False)
-    call = defence.logits if isinstance(defence, Deployment) else defence.forward
-    with torch.no_grad(), counter:
-        call(x)
+    if backward:
+        with counter:
+            _forward_backward(defence)(x)
+    else:
+        call = defence.logits if isinstance(defence, Deployment) else defence.forward
+        with torch.no_grad(), counter:
+            call(x)
     return counter.get_total_flops() / 2 / len(x)
+
+
+def matmul_flops_per_second(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """Floating-point operations per second of a ``size x size`` float32 matrix product on ``device`` (SGEMM, with
+    the threads torch uses now), the best of ``repeats`` after a warm-up: the machine's reference for how much of
+    it a network's own matrix products and convolutions use."""
+    size = check_integer("size", size, minimum=1)
+    repeats = check_integer("repeats", repeats, minimum=1)
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(size, size, generator=generator).to(device) for _ in range(2))
+    out = torch.empty(size, size, device=device)
+    seconds = _best_pass(lambda _: torch.mm(a, b, out=out), (a,), repeats, warmup=True)
+    return 2 * size**3 / seconds
 
 
 def repeated_sample(n: int, device: torch.device) -> torch.Tensor:
@@ -130,9 +171,12 @@ def report(summary: str, result: dict, path: str | None = None) -> None:
 
 
 def machine() -> dict:
-    """What the figures were measured on."""
+    """What the figures were measured on, and how busy it was: the load average (1, 5, 15 minutes) when the
+    figures were written, where the platform reports one."""
     info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = list(os.getloadavg())
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

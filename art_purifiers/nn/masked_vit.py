@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from art_purifiers.checks import check_choice, check_integer, check_number
@@ -98,6 +97,9 @@ class MaskedViTDenoiser(nn.Module):
                  encoder_depth: int = 8, decoder_depth: int = 2, channels: int = 3, output: str = "linear",
                  patch_layout: str = "p1 p2 c", value_range: str = "symmetric", view_placement: str = "own",
                  norm_eps: float = 1e-6) -> None:
+        # Imported here: timm (with torchvision) takes seconds to load, and only this network needs it.
+        from timm.models.vision_transformer import Block
+
         super().__init__()
         self._check_shape(image_size, patch_size, width, heads, channels)
         self.output = check_choice("output", output, OUTPUTS)
