@@ -81,9 +81,17 @@ class _Fit:
         self.net = net.to(device=device, dtype=dtype).train()
         noise = torch.stack([torch.rand((config.input_depth, h, w), generator=g) * noise_scale for g in generators])
         self.noise = noise.to(device=device, dtype=dtype)
-        self.names = [name for name, _ in self.net.named_parameters()]
-        self.dead = [name in dead_parameters(self.net) for name in self.names] + [False] * optimise_input
-        self.initial = [p.detach().clone() for p in self.net.parameters()] + ([self.noise] if optimise_input else [])
+        # The state is two flat tensors, live and dead parameters (the noise input last among the live ones when it
+        # is optimised): Adam's element-wise kernels give the same numbers on one tensor as on many, in far fewer
+        # operations, and the dead ones stay out of the graph.
+        dead = dead_parameters(self.net)
+        named = list(self.net.named_parameters())
+        self.layout = [[(name, p.shape) for name, p in named if name not in dead],
+                       [(name, p.shape) for name, p in named if name in dead]]
+        flats = [[p.detach().reshape(-1) for name, p in named if (name in dead) == is_dead] for is_dead in (0, 1)]
+        flats[0] += [self.noise.reshape(-1)] if optimise_input else []
+        self.initial = [torch.cat(f) if f else self.noise.new_zeros(0) for f in flats]
+        self.dead = [False, True]
         self.graph_net = copy.deepcopy(self.net)
         for module in self.graph_net.modules():
             if isinstance(module, _Conv):
@@ -102,10 +110,15 @@ class _Fit:
 
     def _outputs(self, net: BatchedSkipNet, theta: list[torch.Tensor], jitter: torch.Tensor | None) -> torch.Tensor:
         """The networks' images ``(n, C, H, W)`` for parameters (and noise) ``theta``."""
-        count = len(self.names)
-        noise = theta[count] if self.optimise_input else self.noise
+        params = {}
+        for flat, layout in zip(theta, self.layout, strict=True):
+            sizes = [shape.numel() for _, shape in layout]
+            pieces = torch.split(flat, [*sizes, flat.numel() - sum(sizes)])
+            params.update({name: piece.view(shape) for (name, shape), piece in zip(layout, pieces, strict=False)})
+        noise = theta[0][theta[0].numel() - self.noise.numel():].view(self.noise.shape) if self.optimise_input \
+            else self.noise
         net_input = noise if jitter is None else noise + self.input_jitter * jitter
-        return functional_call(net, dict(zip(self.names, theta[:count], strict=True)), (net_input,))
+        return functional_call(net, params, (net_input,))
 
     def _step(self, state: list[torch.Tensor], t: int, out: torch.Tensor, target: torch.Tensor,
               create_graph: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -113,7 +126,8 @@ class _Fit:
         size = len(state) // 3
         theta, m, v = state[:size], state[size : 2 * size], state[2 * size :]
         mse = ((out - target) ** 2).mean(dim=(1, 2, 3))
-        grads = torch.autograd.grad(mse.sum(), theta, create_graph=create_graph)
+        grads = torch.autograd.grad(mse.sum(), theta, create_graph=create_graph, allow_unused=True)
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(theta, grads, strict=True)]
         updated = []
         for dead, args in zip(self.dead, zip(theta, grads, m, v, strict=True), strict=True):
             # A dead parameter's update is rounding noise that reaches no output: a constant of the graph (its
@@ -139,9 +153,9 @@ class _Fit:
                 out = self._outputs(self.net, theta, jitter)
                 mse, state = self._step([*theta, *state[size:]], t, out, target, create_graph=False)
                 out, mse = out.detach(), mse.detach()
-                taken = self.select(t, out, mse).to(target.device)
-                records = torch.where(taken[..., None, None, None], out, records)
-                when = torch.where(taken, t, when)
+                slot, image = self.select(t, out, mse).to(target.device).nonzero(as_tuple=True)
+                records[slot, image] = out[image]
+                when[slot, image] = t
         self.when = when
         return records
 
