@@ -124,7 +124,7 @@ def test_full_gradient_matches_finite_differences(factory):
     for pixel in [(0, 0, 3, 4), (1, 2, 7, 1)]:
         directions.append(torch.zeros_like(x))
         directions[-1][pixel] = 1.0
-    h = 1e-6
+    h = 1e-7  # DIP's fit bends sharply: at 1e-6 the truncation error reaches 1% here, at 1e-5 a choice flips
     with torch.no_grad():
         for direction in directions:
             numeric = (whole_defence(defence, x + h * direction, seeds, weights, {})
