@@ -13,6 +13,9 @@
    each defence's network, the cosine between the gradients of the snapshots at three iterations computed with
    ``checkpoint_every`` 1 and with 10 and 50: a segment's recomputation may round differently from the forward
    pass, and DIP's fit amplifies such differences (:mod:`art_purifiers.nn.dip_gradient`).
+4. **Sensitivity.** After 5, 20 and 60 iterations of each defence's network on two bundled test images, the
+   largest pixel difference between the float32 and the float64 fits from the same draws, and the norm of the
+   float64 gradient of a random projection of the trace image.
 """
 
 from __future__ import annotations
@@ -108,6 +111,33 @@ def spacing(iterations: int) -> dict:
     return {"iterations": iterations, "snapshots": snapshots, "networks": result}
 
 
+def sensitivity(iterations: tuple[int, ...]) -> dict:
+    """How far the float32 and float64 fits of the same two bundled images, from the same draws, are apart after
+    ``iterations`` (largest absolute pixel difference), and the norm of the float64 gradient of ``<w, trace image>``
+    (``w`` standard normal): a map whose rounding differences grow this fast has a large, quickly changing
+    derivative."""
+    x = torch.from_numpy(load_sample(2)[0])
+    weights = torch.randn(1, *x.shape, generator=torch.Generator().manual_seed(0))
+    result = {}
+    for name, config, jitter in (("dip (small)", DIP_PRESETS["small"], 0.0333), ("dipdefend", DIPDEFEND_NETWORK, 0.0)):
+        rows = {}
+        for t in iterations:
+            outputs, norm = {}, 0.0
+            for dtype in (torch.float32, torch.float64):
+                xg = x.to(dtype).clone().requires_grad_()
+                generators = [torch.Generator().manual_seed(s) for s in (1, 2)]
+                snaps = differentiable_dip_snapshots(xg, config, [t], generators, input_jitter=jitter,
+                                                     checkpoint_every=10)
+                (snaps * weights.to(dtype)).sum().backward()
+                outputs[dtype], norm = snaps.detach().double(), float(xg.grad.norm())
+            rows[str(t)] = {"float32_vs_float64_max_difference": float((outputs[torch.float32]
+                                                                        - outputs[torch.float64]).abs().max()),
+                            "float64_gradient_norm": norm}
+        result[name] = rows
+        print(f"{name}: {rows}", flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", type=int, default=200, help="fit length of the spacing check (default 200)")
@@ -119,7 +149,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     report = {"finite_differences": {name: finite_differences(name, defence, (1e-6, 1e-7, 1e-8))
                                      for name, defence in tiny_defences().items()},
-              "checkpoint_spacing_float32": spacing(args.iterations)}
+              "checkpoint_spacing_float32": spacing(args.iterations), "sensitivity": sensitivity((5, 20, 60))}
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
 
