@@ -130,17 +130,24 @@ def summary(args: argparse.Namespace) -> dict:
             record = json.loads(path.read_text())
             for i, index in enumerate(record["indices"]):
                 clean[index] = {s: record["clean"][s][i] for s in record["clean"]}
-        for mode in MODES:
+        shards = {mode: [json.loads(path.read_text()) for path in sorted(args.out.glob(f"{name}_{mode}_*.json"))]
+                  for mode in MODES}
+        # Only the images every mode has attacked, so that the modes are compared on the same images.
+        done = set(clean)
+        for records in shards.values():
+            done &= {index for record in records for index in record["indices"]}
+        done = sorted(done)
+        if not done:
+            continue
+        for mode, records in shards.items():
             adversarial, seconds, settings = {}, 0.0, None
-            for path in sorted(args.out.glob(f"{name}_{mode}_*.json")):
-                record = json.loads(path.read_text())
+            for record in records:
+                if not set(record["indices"]) <= set(done):
+                    continue
                 seconds += record["attack_seconds"]
                 settings = {k: record[k] for k in ("settings", "attack", "draws", "seed")}
                 for i, index in enumerate(record["indices"]):
                     adversarial[index] = {s: record["adversarial"][s][i] for s in record["adversarial"]}
-            done = sorted(set(adversarial) & set(clean))
-            if not done:
-                continue
             seeds = sorted(adversarial[done[0]])
             sa = {s: 100 * float(np.mean([clean[i][s] for i in done])) for s in seeds}
             ra = {s: 100 * float(np.mean([clean[i][s] and adversarial[i][s] for i in done])) for s in seeds}
