@@ -120,43 +120,59 @@ def attack_shard(name: str, mode: str, args, victim, x, y, first: int) -> None:
     print(f"{name} {mode} images {first}..{first + len(x) - 1}: {seconds:.0f} s, correct {adversarial}", flush=True)
 
 
+def shards_done(args: argparse.Namespace, name: str) -> tuple[dict, dict, list[int]]:
+    """``(clean, modes, done)`` of defence ``name``: clean decisions ``{image: {seed: correct}}``; per mode
+    ``(adversarial decisions, attack seconds, settings)``; the images that every mode has attacked, in order (the
+    modes are compared on the same images only)."""
+    clean = {}
+    for path in sorted(args.out.glob(f"{name}_clean_*.json")):
+        record = json.loads(path.read_text())
+        for i, index in enumerate(record["indices"]):
+            clean[index] = {s: record["clean"][s][i] for s in record["clean"]}
+    shards = {mode: [json.loads(path.read_text()) for path in sorted(args.out.glob(f"{name}_{mode}_*.json"))]
+              for mode in args.modes}
+    done = set(clean)
+    for records in shards.values():
+        done &= {index for record in records for index in record["indices"]}
+    modes = {}
+    for mode, records in shards.items():
+        adversarial, seconds, settings = {}, 0.0, {}
+        for record in (r for r in records if set(r["indices"]) <= done):
+            seconds += record["attack_seconds"]
+            settings = {k: record[k] for k in ("settings", "attack", "draws", "seed")}
+            for i, index in enumerate(record["indices"]):
+                adversarial[index] = {s: record["adversarial"][s][i] for s in record["adversarial"]}
+        modes[mode] = (adversarial, seconds, settings)
+    return clean, modes, sorted(done)
+
+
 def summary(args: argparse.Namespace) -> dict:
     """The table from the shards present: per defence and mode, SA and RA per deployment seed (RA counts images
-    the defence classifies correctly both clean and attacked at that seed) and attack seconds per image."""
-    rows = []
+    the defence classifies correctly both clean and attacked at that seed) and attack seconds per image; per
+    defence, the (image, seed) pairs robust under both modes, under one only, under neither."""
+    rows, paired = [], {}
     for name in args.defence:
-        clean = {}
-        for path in sorted(args.out.glob(f"{name}_clean_*.json")):
-            record = json.loads(path.read_text())
-            for i, index in enumerate(record["indices"]):
-                clean[index] = {s: record["clean"][s][i] for s in record["clean"]}
-        shards = {mode: [json.loads(path.read_text()) for path in sorted(args.out.glob(f"{name}_{mode}_*.json"))]
-                  for mode in MODES}
-        # Only the images every mode has attacked, so that the modes are compared on the same images.
-        done = set(clean)
-        for records in shards.values():
-            done &= {index for record in records for index in record["indices"]}
-        done = sorted(done)
+        clean, modes, done = shards_done(args, name)
         if not done:
             continue
-        for mode, records in shards.items():
-            adversarial, seconds, settings = {}, 0.0, None
-            for record in records:
-                if not set(record["indices"]) <= set(done):
-                    continue
-                seconds += record["attack_seconds"]
-                settings = {k: record[k] for k in ("settings", "attack", "draws", "seed")}
-                for i, index in enumerate(record["indices"]):
-                    adversarial[index] = {s: record["adversarial"][s][i] for s in record["adversarial"]}
+        robust = {}
+        for mode, (adversarial, seconds, settings) in modes.items():
             seeds = sorted(adversarial[done[0]])
+            robust[mode] = {(i, s): clean[i][s] and adversarial[i][s] for i in done for s in seeds}
             sa = {s: 100 * float(np.mean([clean[i][s] for i in done])) for s in seeds}
-            ra = {s: 100 * float(np.mean([clean[i][s] and adversarial[i][s] for i in done])) for s in seeds}
+            ra = {s: 100 * float(np.mean([robust[mode][i, s] for i in done])) for s in seeds}
             rows.append({"defence": name, "mode": mode, "n": len(done), "images": [done[0], done[-1]],
                          "SA": sa, "RA": ra, "RA_mean": float(np.mean(list(ra.values()))),
                          "SA_mean": float(np.mean(list(sa.values()))),
-                         "attack_seconds_per_image": seconds / len(done), **(settings or {})})
+                         "attack_seconds_per_image": seconds / len(done), **settings})
+        if set(robust) == set(MODES):
+            pairs = [(robust["bpda"][k], robust["full"][k]) for k in robust["bpda"]]
+            paired[name] = {"both": sum(b and f for b, f in pairs), "bpda_only": sum(b and not f for b, f in pairs),
+                            "full_only": sum(f and not b for b, f in pairs),
+                            "neither": sum(not b and not f for b, f in pairs)}
     return {"iterations": args.iterations, "steps": args.steps, "eps": args.eps, "step_size": args.step_size,
-            "draws": args.draws, "deployment_seeds": args.deployment_seeds, "device": args.device, "rows": rows}
+            "draws": args.draws, "deployment_seeds": args.deployment_seeds, "device": args.device, "rows": rows,
+            "robust_image_seed_pairs": paired}
 
 
 def main() -> None:
@@ -203,6 +219,8 @@ def main() -> None:
     for row in table["rows"]:
         print(f"{row['defence']:10s} {row['mode']:5s} n={row['n']:3d} SA {row['SA_mean']:5.1f} "
               f"RA {row['RA_mean']:5.1f} per seed {row['RA']} attack {row['attack_seconds_per_image']:.0f} s/image")
+    for name, counts in table["robust_image_seed_pairs"].items():
+        print(f"{name}: (image, seed) pairs robust under {counts}")
 
 
 if __name__ == "__main__":
