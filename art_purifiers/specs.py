@@ -14,9 +14,9 @@ BUILTIN_PARAMETERS: dict[str, frozenset[str]] = {
     "resampling": BASE_OPTIONS | {"interpolation", "sampler", "magnitude", "padding_mode"},
     "irad": BASE_OPTIONS | {"weights", "sampler", "magnitude"},
     "dip": BASE_OPTIONS | {"classifier", "network", "iterations", "lr", "noise_scale", "input_jitter", "snapshots",
-                           "warmup", "grid", "keep", "ssim_threshold", "step", "verbose"},
+                           "warmup", "grid", "keep", "ssim_threshold", "step", "verbose", "checkpoint_every"},
     "dipdefend": BASE_OPTIONS | {"network", "iterations", "lr", "noise_scale", "input_jitter", "smoothing",
-                                 "verbose"},
+                                 "verbose", "checkpoint_every"},
     "idfr": BASE_OPTIONS | {"weights", "restorer", "encoder", "head"},
     "dir": BASE_OPTIONS | {"weights", "masks", "ratio"},
 }

@@ -1,11 +1,12 @@
-"""The full gradient of a DIP fit: reverse-mode differentiation through every Adam step of :func:`dip_trace`.
+"""The full gradient of a DIP fit: reverse-mode differentiation through every Adam step of
+:func:`~art_purifiers.nn.dip.dip_trace`.
 
 A DIP trace image depends on the input image ``x`` through every step of the fit: step ``t`` follows the gradient
 of ``L = ||f_theta(z) - x||^2`` with respect to ``theta`` (and ``z`` when the noise input is optimised), and that
 gradient depends on ``x``. :func:`differentiable_dip_trace` runs the fit as functions of tensors (the network
 through ``torch.func.functional_call``, Adam written out of place with the same kernels, in the same order, as
-``torch.optim.Adam``'s single-tensor update), so its forward pass gives the very numbers of :func:`dip_trace`, and
-its backward pass differentiates through each step, second-order terms included (the inner gradient is taken with
+``torch.optim.Adam``'s single-tensor update), so its forward pass gives the very numbers of ``dip_trace``, and its
+backward pass differentiates through each step, second-order terms included (the inner gradient is taken with
 ``create_graph=True``). Memory is bounded by checkpointing: the forward pass keeps the fit's state (parameters,
 noise input, Adam's two moments, the generators' states for the input jitter) every ``checkpoint_every``
 iterations, and the backward pass recomputes one segment at a time, from the last one back.
@@ -13,8 +14,10 @@ iterations, and the backward pass recomputes one segment at a time, from the las
 Peak memory: ``T / k`` stored states of ``3 x`` the parameters (plus noise) each, and the double-backward graph of
 one segment of ``k`` steps; time: one forward fit, one recomputed fit and the backward pass through it.
 The recomputation uses convolutions that are differentiable twice (``F.unfold`` on CPU), whose products may round
-differently from the forward pass's, so a segment's recomputed trajectory can differ from the forward's in the
-last bits; the checkpoints themselves are the forward's.
+differently from the forward pass's, and DIP's fit amplifies rounding differences, so a segment's recomputed
+trajectory can drift from the forward's (the checkpoints themselves are the forward's; ``docs/defences/dip.md``
+measures the effect on the gradient). Parameters that reach no output (:func:`dead_parameters`) are constants of
+the backward graph.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from torch.func import functional_call
 from art_purifiers.checks import check_integer
 from art_purifiers.nn.dip import BatchedSkipNet, SkipNetConfig, _Conv, _Norm, _Scale, check_image_size
 
-#: Adam's defaults in ``torch.optim.Adam``, which :func:`dip_trace` uses.
+#: Adam's defaults in ``torch.optim.Adam``, which :func:`~art_purifiers.nn.dip.dip_trace` uses.
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
@@ -233,8 +236,8 @@ def differentiable_dip_trace(
     input_jitter: float = 0.0,
     checkpoint_every: int = 50,
 ) -> torch.Tensor:
-    """The fit of :func:`dip_trace` (same arguments, same numbers on CPU in float32) as a differentiable function of
-    ``images`` ``(n, C, H, W)``, recording chosen trace images.
+    """The fit of :func:`~art_purifiers.nn.dip.dip_trace` (same arguments, same numbers on CPU in float32) as a
+    differentiable function of ``images`` ``(n, C, H, W)``, recording chosen trace images.
 
     Every iteration ``t`` (1-based), ``select(t, outputs, mse)`` gets the detached outputs ``(n, C, H, W)`` and the
     per-image MSE ``(n,)`` and returns a ``(slots, n)`` bool tensor: where true, slot ``s`` of image ``i`` takes
