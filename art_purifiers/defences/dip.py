@@ -163,7 +163,7 @@ class DIPPreprocessor(_DIPDefence):
     :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
         unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
     :param checkpoint_every: With ``gradient="full"``, iterations between the fit states kept for the backward pass
-        (``>= 1``; memory against recomputation, see ``docs/defences/dip.md``); changes no output.
+        (``>= 1``; stored states against the graph of one segment, see ``docs/defences/dip.md``); changes no output.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
         default 64, ``gradient``: ``"bpda"`` (default) or ``"full"``, the gradient through every step of the fit
         with the defence's discrete choices held fixed, ...).
@@ -350,7 +350,7 @@ class DIPDefendPreprocessor(_DIPDefence):
     :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
         unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
     :param checkpoint_every: With ``gradient="full"``, iterations between the fit states kept for the backward pass
-        (``>= 1``; memory against recomputation, see ``docs/defences/dip.md``); changes no output.
+        (``>= 1``; stored states against the graph of one segment, see ``docs/defences/dip.md``); changes no output.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
         default 64, ``gradient``: ``"bpda"`` (default) or ``"full"``, the gradient through every step of the fit
         with the defence's discrete choices held fixed, ...).
