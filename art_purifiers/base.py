@@ -51,7 +51,8 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
     :param gradient: ``"exact"`` back-propagates through the purifier (the full adaptive attack);
         ``"bpda"`` uses the identity in the backward pass (Backward Pass Differentiable Approximation):
         the returned gradient is the classifier's gradient at the purified point. Non-differentiable
-        defences accept only ``"bpda"``.
+        defences accept only ``"bpda"`` (and the DIP defences ``"full"``, their own differentiation through the
+        fit, which the base treats as ``"exact"``).
     :param batch_size: Number of samples purified at once; bounds memory when ART passes thousands of
         samples (HopSkipJump, ``predict`` on a whole test set).
     :param clip_values: ``(min, max)`` range of valid input values; inputs outside it are rejected and the
@@ -159,7 +160,7 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         x32 = self._validated_float32(x)
         self._networks_to(x32.device)
         generator = self._call_generator()
-        if self.gradient == "exact":
+        if self.gradient != "bpda":  # "exact", or a defence's own differentiable mode (DIP's "full")
             return self._purify_in_chunks(x32, generator), y
         with torch.no_grad():
             purified = self._purify_in_chunks(x32.detach(), generator)
@@ -172,7 +173,7 @@ class PurifierPreprocessor(PreprocessorPyTorch, Defence):
         ``"exact"``: the purification itself. ``"bpda"``: the identity (cast to float32), so the numpy path
         and the PyTorch path (:meth:`forward`) return the same gradient.
         """
-        if self.gradient == "exact":
+        if self.gradient != "bpda":
             return self.forward(x, y)[0]
         return self._validated_float32(x)
 

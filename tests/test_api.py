@@ -31,8 +31,8 @@ from art_purifiers.deploy import DefenceChain, EmbeddingDefence
 #: Every public defence class: the registry's, ART's wrapper and the model-changing building block.
 CLASSES = sorted({*DEFENCES.values(), ARTPreprocessor, EmbeddingDefence, IDFRPreprocessor}, key=lambda c: c.__name__)
 #: Constructor arguments that are not settings of what the defence computes: ART's switches of *where* it runs, and
-#: the DIP defences' progress bar.
-NOT_SETTINGS = {"device_type", "apply_fit", "apply_predict", "verbose"}
+#: the DIP defences' progress bar and the full gradient's checkpoint spacing (memory only).
+NOT_SETTINGS = {"device_type", "apply_fit", "apply_predict", "verbose", "checkpoint_every"}
 BASE_ARGUMENTS = set(inspect.signature(PurifierPreprocessor.__init__).parameters) - {"self"}
 
 

@@ -1,7 +1,9 @@
 """Deep-image-prior defences: the decision-space DIP reconstruction of Ding et al. (2021) and DIPDefend.
 
 Both optimise one DIP network per input image (all images of a chunk together, see
-:class:`~art_purifiers.nn.dip.BatchedSkipNet`); neither is differentiable, so both use BPDA. Their randomness
+:class:`~art_purifiers.nn.dip.BatchedSkipNet`). Their gradient is BPDA by default; ``gradient="full"``
+differentiates through every step of the fit (:func:`~art_purifiers.nn.dip_gradient.differentiable_dip_trace`),
+holding the defences' discrete choices (which trace images, which boundary points) fixed. Their randomness
 (network weights and noise input) is drawn per image from the call's generator, so ``seed`` fixes it and EOT
 over seeds is possible.
 """
@@ -16,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from art_purifiers.base import PurifierPreprocessor, module_on
-from art_purifiers.checks import check_integer, check_number
+from art_purifiers.checks import check_choice, check_integer, check_number
 from art_purifiers.nn.dip import DIP_PRESETS, SkipNetConfig, check_image_size, dip_snapshots, dip_trace
+from art_purifiers.nn.dip_gradient import differentiable_dip_snapshots, differentiable_dip_trace
 from art_purifiers.nn.metrics import psnr, ssim
 
 #: DIPDefend's CIFAR network: a 3-scale hourglass without skip connections, noise input of depth 1.
@@ -42,13 +45,16 @@ class _DIPDefence(PurifierPreprocessor):
 
     #: Settings for a quick look (fewer iterations), merged into the defaults by :meth:`quick`.
     QUICK: dict = {}
+    #: Gradient modes: BPDA, or the full gradient through the unrolled fit (discrete choices held fixed).
+    GRADIENTS = ("bpda", "full")
 
     def __init__(self, network: str | SkipNetConfig, iterations: int, lr: float, noise_scale: float,
-                 input_jitter: float, verbose: bool = False, **kwargs) -> None:
+                 input_jitter: float, verbose: bool = False, checkpoint_every: int = 50, **kwargs) -> None:
         kwargs.setdefault("gradient", "bpda")
         kwargs.setdefault("batch_size", 64)
         super().__init__(**kwargs)
         self.verbose = verbose
+        self.checkpoint_every = checkpoint_every
         self.network = network
         self.iterations = iterations
         self.lr = lr
@@ -62,9 +68,23 @@ class _DIPDefence(PurifierPreprocessor):
         return cls(*args, **{**cls.QUICK, **kwargs})
 
     def settable(self) -> list[str]:
-        """:attr:`params` and :attr:`objects`, and ``verbose`` (it shows progress and changes no output, so it is
-        in neither ``repr`` nor the fingerprint)."""
-        return [*super().settable(), "verbose"]
+        """:attr:`params` and :attr:`objects`, ``verbose`` and ``checkpoint_every`` (they change progress display
+        and the full gradient's memory, no output, so they are in neither ``repr`` nor the fingerprint)."""
+        return [*super().settable(), "verbose", "checkpoint_every"]
+
+    @property
+    def full_gradient(self) -> bool:
+        """Whether purification runs through the differentiable fit (``gradient="full"``)."""
+        return self.gradient == "full"
+
+    def _check_defence(self) -> None:
+        if self.gradient == "exact":
+            raise ValueError(
+                f"{type(self).__name__} is not differentiable as a whole (its choice of trace images is discrete), "
+                "so gradient='exact' is not available; use gradient='full' (backpropagation through the DIP fit, "
+                "choices held fixed) or gradient='bpda' (identity backward pass)."
+            )
+        check_choice("gradient", self.gradient, self.GRADIENTS)
 
     @property
     def network_config(self) -> SkipNetConfig:
@@ -101,6 +121,7 @@ class _DIPDefence(PurifierPreprocessor):
         if not isinstance(self.verbose, (bool, np.bool_)):
             raise ValueError(f"verbose must be True or False, got {self.verbose!r}.")
         self.verbose = bool(self.verbose)
+        self.checkpoint_every = check_integer("checkpoint_every", self.checkpoint_every, minimum=1)
 
 
 class DIPPreprocessor(_DIPDefence):
@@ -141,8 +162,11 @@ class DIPPreprocessor(_DIPDefence):
     :param step: Size of the move away from the input.
     :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
         unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
+    :param checkpoint_every: With ``gradient="full"``, iterations between the fit states kept for the backward pass
+        (``>= 1``; stored states against the graph of one segment, see ``docs/defences/dip.md``); changes no output.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
-        default 64, ``gradient``: only ``"bpda"``, ...).
+        default 64, ``gradient``: ``"bpda"`` (default) or ``"full"``, the gradient through every step of the fit
+        with the defence's discrete choices held fixed, ...).
     """
 
     params = _DIPDefence.params + ["snapshots", "warmup", "ssim_threshold", "grid", "keep", "step"]
@@ -154,8 +178,8 @@ class DIPPreprocessor(_DIPDefence):
     def __init__(self, classifier=None, network: str | SkipNetConfig = "small", iterations: int = 1500,
                  snapshots: int = 200, lr: float = 0.01, noise_scale: float = 0.1, input_jitter: float = 0.0333,
                  warmup: int = 700, ssim_threshold: float = 0.7, grid: int = 100, keep: int = 5, step: float = 0.25,
-                 verbose: bool = False, **kwargs) -> None:
-        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, **kwargs)
+                 verbose: bool = False, checkpoint_every: int = 50, **kwargs) -> None:
+        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, checkpoint_every, **kwargs)
         self.classifier = classifier
         self.snapshots, self.warmup, self.ssim_threshold = snapshots, warmup, ssim_threshold
         self.grid, self.keep, self.step = grid, keep, step
@@ -187,12 +211,20 @@ class DIPPreprocessor(_DIPDefence):
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         iterations = self.snapshot_iterations().astype(int)
-        return self.reconstruct(x, self.trace(x, seeds, iterations), iterations)
+        snaps = self.trace(x, seeds, iterations)
+        if not self.full_gradient:
+            return self.reconstruct(x, snaps, iterations)
+        # The victim's decisions are made on the values; the gradient flows through the snapshots they select.
+        return self.reconstruct(x, snaps, iterations, self.decide(x.detach(), snaps.detach()))
 
     def trace(self, x: torch.Tensor, seeds: list[int], iterations: np.ndarray) -> torch.Tensor:
         """Trace images ``(len(iterations), n, C, H, W)`` of the inputs ``x`` ``(n, C, H, W)`` at ``iterations``
         (1-based, increasing), image ``i``'s network and noise drawn from ``seeds[i]``: the fit of
-        :meth:`purify_with_seeds`, at any iterations (the input of :meth:`reconstruct`)."""
+        :meth:`purify_with_seeds`, at any iterations (the input of :meth:`reconstruct`); with
+        ``gradient="full"``, differentiable with respect to ``x`` through the whole fit (the same values)."""
+        if self.full_gradient:
+            return differentiable_dip_snapshots(x, self.network_config, iterations, self._generators(seeds), self.lr,
+                                                self.noise_scale, self.input_jitter, self.checkpoint_every)
         return dip_snapshots(x, self.network_config, iterations, self._generators(seeds), self.lr, self.noise_scale,
                              self.input_jitter, progress=self.verbose)
 
@@ -325,8 +357,11 @@ class DIPDefendPreprocessor(_DIPDefence):
     :param smoothing: The smoothing factor ``l`` (the reference's ``Lambda``), in ``(0, 1]``.
     :param verbose: Show a progress bar over each chunk's DIP fit (default ``False``; the command line shows it
         unless ``--quiet``). It changes no output, so it is not in ``params``, ``repr`` or the fingerprint.
+    :param checkpoint_every: With ``gradient="full"``, iterations between the fit states kept for the backward pass
+        (``>= 1``; stored states against the graph of one segment, see ``docs/defences/dip.md``); changes no output.
     :param kwargs: Shared options of :class:`~art_purifiers.base.PurifierPreprocessor` (``seed``, ``batch_size``:
-        default 64, ``gradient``: only ``"bpda"``, ...).
+        default 64, ``gradient``: ``"bpda"`` (default) or ``"full"``, the gradient through every step of the fit
+        with the defence's discrete choices held fixed, ...).
     """
 
     params = _DIPDefence.params + ["smoothing"]
@@ -335,12 +370,14 @@ class DIPDefendPreprocessor(_DIPDefence):
 
     def __init__(self, network: str | SkipNetConfig = DIPDEFEND_NETWORK, iterations: int = 4000, lr: float = 0.01,
                  noise_scale: float = 0.1, input_jitter: float = 0.0, smoothing: float = 0.002, verbose: bool = False,
-                 **kwargs) -> None:
-        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, **kwargs)
+                 checkpoint_every: int = 50, **kwargs) -> None:
+        super().__init__(network, iterations, lr, noise_scale, input_jitter, verbose, checkpoint_every, **kwargs)
         self.smoothing = smoothing
         self._check_params()
 
     def purify_with_seeds(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        if self.full_gradient:
+            return self._purify_differentiably(x, seeds)
         turning = HoltTurningPoint(self.smoothing)
         best: list[torch.Tensor] = []
 
@@ -351,6 +388,19 @@ class DIPDefendPreprocessor(_DIPDefence):
         dip_trace(x, self.network_config, self.iterations, self._generators(seeds), self.lr, self.noise_scale,
                   optimise_input=True, on_iteration=track, input_jitter=self.input_jitter, progress=self.verbose)
         return best[0]
+
+    def _purify_differentiably(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """:meth:`purify_with_seeds` through :func:`~art_purifiers.nn.dip_gradient.differentiable_dip_trace`: the
+        same turning point, whose trace image carries the gradient of the whole fit before it."""
+        turning, target = HoltTurningPoint(self.smoothing), x.detach()
+
+        def select(t: int, out: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return turning.update(psnr(out, target)).view(1, -1)
+
+        records = differentiable_dip_trace(x, self.network_config, self.iterations, self._generators(seeds), select,
+                                           1, self.lr, self.noise_scale, optimise_input=True,
+                                           input_jitter=self.input_jitter, checkpoint_every=self.checkpoint_every)
+        return records[0]
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -163,8 +163,9 @@ def attacked(defence: Defence) -> Defence:
 
 
 def eot_gradient(defence: Defence) -> str:
-    """The gradient mode of the EOT attack on ``defence``: its own, or BPDA when it is not differentiable."""
-    return defence.gradient if defence.differentiable else "bpda"
+    """The gradient mode of the EOT attack on ``defence``: its own, or BPDA when it is not differentiable (a DIP
+    defence's ``"full"`` gradient, through its fit, is its own too)."""
+    return defence.gradient if defence.differentiable or defence.gradient == "full" else "bpda"
 
 
 class _Evaluation:

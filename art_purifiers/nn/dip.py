@@ -211,6 +211,9 @@ class _Conv(nn.Module):
         self.n, self.cin, self.cout, self.kernel, self.stride = n, cin, cout, kernel, stride
         self.weight = nn.Parameter(torch.empty(n * cout, cin, kernel, kernel))
         self.bias = nn.Parameter(torch.empty(n * cout))
+        #: On CPU, compute through ``F.unfold`` (slower, but differentiable twice) instead of ``_BatchedConv2d``,
+        #: whose backward is not differentiable: the full gradient of a DIP fit differentiates the fit's gradients.
+        self.twice_differentiable = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.kernel // 2
@@ -227,6 +230,11 @@ class _Conv(nn.Module):
             out = torch.baddbmm(self.bias.view(n, self.cout, 1), self.weight.view(n, self.cout, self.cin),
                                 x.reshape(n, self.cin, h * w))
             return out.view(n, self.cout, h, w)
+        if self.twice_differentiable:
+            cols = F.unfold(x, self.kernel, stride=self.stride)  # rows in the weight's (Cin, k, k) order
+            ho, wo = (h - self.kernel) // self.stride + 1, (w - self.kernel) // self.stride + 1
+            out = torch.baddbmm(self.bias.view(n, self.cout, 1), self.weight.view(n, self.cout, -1), cols)
+            return out.view(n, self.cout, ho, wo)
         return _BatchedConv2d.apply(x, self.weight, self.bias, self.kernel, self.stride)
 
 
