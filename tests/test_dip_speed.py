@@ -1,0 +1,137 @@
+"""The DIP defence's batched reconstruction and the batched input jitter give the numbers of the per-image code
+they replaced, to the bit on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from defences_under_contract import TINY_DIP, dip_victim
+from torch import nn
+
+from art_purifiers.defences.dip import DIPPreprocessor
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def per_image_reconstruct(defence: DIPPreprocessor, x, snaps, iterations, decisions, boundary):
+    """The reconstruction as it was before batching (one image, one pair at a time), kept as the reference."""
+    labels = decisions.probs.argmax(-1)
+    iterations = torch.as_tensor(np.asarray(iterations))
+    outputs = []
+    for i in range(len(x)):
+        good = decisions.quality[:, i] > defence.ssim_threshold
+        lab = labels[:, i]
+        crossing = (lab[1:] != lab[:-1]) & good[1:] & good[:-1] & (iterations[:-1] > defence.warmup)
+        pairs = torch.nonzero(crossing).flatten()[-defence.keep :].tolist()
+        if not pairs:
+            kept = snaps[-defence.keep :, i]
+        else:
+            keys = [(i, int(iterations[p]), int(iterations[p + 1])) for p in pairs]
+            for p, key in zip(pairs, keys, strict=True):
+                if key not in boundary:
+                    a, b = snaps[p, i], snaps[p + 1, i]
+                    alphas = torch.linspace(0, 1, defence.grid + 1).view(-1, 1, 1, 1)
+                    line = alphas * a + (1 - alphas) * b
+                    line_probs = defence._probabilities(line)
+                    gap = (line_probs[:, int(lab[p])] - line_probs[:, int(lab[p + 1])]).abs()
+                    boundary[key] = line[int(gap.argmin())]
+            kept = torch.stack([boundary[key] for key in keys])
+        kept_labels = defence._probabilities(kept).argmax(-1)
+        step = torch.where(kept_labels == int(decisions.input_labels[i]), defence.step, 0.0).view(-1, 1, 1, 1)
+        outputs.append((kept + step * (kept - x[i])).clamp(0, 1).mean(0))
+    return torch.stack(outputs)
+
+
+def pair_counts(defence: DIPPreprocessor, decisions, iterations) -> list[int]:
+    """Cross-boundary pairs of each image before the ``keep`` limit."""
+    labels = decisions.probs.argmax(-1)
+    good = decisions.quality > defence.ssim_threshold
+    late = torch.as_tensor(np.asarray(iterations))[:-1, None] > defence.warmup
+    return ((labels[1:] != labels[:-1]) & good[1:] & good[:-1] & late).sum(0).tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(("keep", "grid", "ssim_threshold", "warmup"),
+                         [(5, 100, 0.7, 700), (2, 8, 0.5, 0), (3, 5, 0.2, 3), (1, 4, -1, 0)])
+def test_batched_reconstruction_is_the_per_image_one(seed, keep, grid, ssim_threshold, warmup, one_thread):
+    # Random decisions over random snapshots: every branch (no pair, fewer pairs than keep, more, SSIM-gated and
+    # warm-up-gated crossings) occurs among the 16 images; the victim decides the on-boundary searches.
+    gen = torch.Generator().manual_seed(seed)
+    n, s = 16, 20
+    iterations = np.linspace(100, 1500, s).round().astype(int)
+    defence = DIPPreprocessor(dip_victim(), "small", keep=keep, grid=grid, ssim_threshold=ssim_threshold,
+                              warmup=min(warmup, 1499), device_type="cpu")
+    x = torch.rand(n, 3, 32, 32, generator=gen)
+    snaps = (x + 0.3 * torch.randn(s, n, 3, 32, 32, generator=gen)).clamp(0, 1)
+    decisions = defence.decide(x, snaps)
+    # Image i's label changes at i random snapshots (0 for image 0, 15 for the last), before the gates.
+    changes = torch.rand(s - 1, n, generator=gen).argsort(0) < torch.arange(n)
+    labels = torch.cat([torch.zeros(1, n, dtype=torch.long), changes.long().cumsum(0) % 3])
+    decisions = decisions._replace(probs=F.one_hot(labels, 10).float() + 0.1 * decisions.probs,
+                                   quality=torch.where(torch.rand(s, n, generator=gen) < 0.1, -0.5, 0.95))
+    counts = pair_counts(defence, decisions, iterations)
+    assert 0 in counts and any(0 < c <= keep for c in counts) and max(counts) > keep
+    expected_boundary, boundary = {}, {}
+    expected = per_image_reconstruct(defence, x, snaps, iterations, decisions, expected_boundary)
+    got = defence.reconstruct(x, snaps, iterations, decisions, boundary)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)
+    assert boundary.keys() == expected_boundary.keys() and len(boundary) > 0
+    for key, image in expected_boundary.items():
+        torch.testing.assert_close(boundary[key], image, atol=0, rtol=0)
+    # A filled dictionary is reused, not searched again: the result is the same.
+    torch.testing.assert_close(defence.reconstruct(x, snaps, iterations, decisions, boundary), expected,
+                               atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("jitter", [0.0, 0.05])
+def test_batched_reconstruction_of_real_traces(seed, jitter, one_thread):
+    # The defence's own decisions on fitted traces, with and without the SSIM gate and the warm-up.
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    seeds = [seed * 10 + i for i in range(6)]
+    for settings in ({"warmup": 0, "ssim_threshold": -1, "keep": 2}, {"warmup": 6, "ssim_threshold": 0.3, "keep": 3}):
+        defence = DIPPreprocessor(dip_victim(), TINY_DIP, iterations=16, snapshots=8, grid=6, input_jitter=jitter,
+                                  device_type="cpu", **settings)
+        iterations = defence.snapshot_iterations().astype(int)
+        snaps = defence.trace(x, seeds, iterations)
+        decisions = defence.decide(x, snaps)
+        expected = per_image_reconstruct(defence, x, snaps, iterations, decisions, {})
+        torch.testing.assert_close(defence.purify_with_seeds(x, seeds), expected, atol=0, rtol=0)
+
+
+class CountingVictim(nn.Module):
+    """``dip_victim`` counting its forward calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.victim, self.calls = dip_victim(), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.victim(x)
+
+
+def test_victim_calls_do_not_grow_with_the_batch():
+    # Every image here has two crossings (labels alternate), so the per-image code made 2 searches and one
+    # kept-label call per image; the batched code makes one call for all searches and one for all kept images.
+    calls = []
+    for n in (2, 8):
+        victim = CountingVictim()
+        defence = DIPPreprocessor(victim, "small", keep=2, grid=8, ssim_threshold=-1, warmup=0, device_type="cpu")
+        x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
+        snaps = x.expand(4, -1, -1, -1, -1)
+        decisions = defence.decide(x, snaps)
+        labels = torch.tensor([0, 1, 0, 1]).view(-1, 1).expand(4, n)
+        decisions = decisions._replace(probs=F.one_hot(labels, 10).float())
+        victim.calls = 0
+        defence.reconstruct(x, snaps, np.array([1, 2, 3, 4]), decisions)
+        calls.append(victim.calls)
+    assert calls == [2, 2]
