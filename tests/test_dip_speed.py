@@ -3,6 +3,8 @@ they replaced, to the bit on the CPU."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from defences_under_contract import TINY_DIP, dip_victim
 from torch import nn
 
 from art_purifiers.defences.dip import DIPPreprocessor
+from art_purifiers.nn import dip as dip_module
+from art_purifiers.nn.dip_gradient import differentiable_dip_snapshots
 
 
 @pytest.fixture
@@ -135,3 +139,52 @@ def test_victim_calls_do_not_grow_with_the_batch():
         defence.reconstruct(x, snaps, np.array([1, 2, 3, 4]), decisions)
         calls.append(victim.calls)
     assert calls == [2, 2]
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (1, 4, 4), (3, 17, 17), (1, 3, 5)], ids=str)
+@pytest.mark.parametrize("budget", [1, 3 * 768 * 4 * 3, 1 << 30], ids=["one", "three", "all"])
+def test_jitter_blocks_draw_the_per_iteration_numbers(shape, budget, monkeypatch):
+    # Sizes that are multiples of 16 are drawn in blocks (of 1, 3 with a remainder, or all iterations), the others
+    # one iteration at a time; either way the numbers and the generators' final states are those of one randn per
+    # generator and iteration.
+    monkeypatch.setattr(dip_module, "_JITTER_BYTES", budget)
+    seeds, iterations = [4, 5, 6], 11
+    jitter = dip_module._Jitter([torch.Generator().manual_seed(s) for s in seeds], shape, torch.device("cpu"),
+                                iterations)
+    drawn = torch.stack([jitter.next() for _ in range(iterations)])
+    reference = [torch.Generator().manual_seed(s) for s in seeds]
+    expected = torch.stack([torch.stack([torch.randn(shape, generator=g) for g in reference])
+                            for _ in range(iterations)])
+    torch.testing.assert_close(drawn, expected, atol=0, rtol=0)
+    for mine, theirs in zip(jitter.generators, reference, strict=True):
+        assert torch.equal(mine.get_state(), theirs.get_state())
+    assert jitter.block == (1 if math.prod(shape) % 16 else max(1, budget // (3 * math.prod(shape) * 4)))
+
+
+def test_dip_trace_draws_the_jitter_in_blocks(monkeypatch):
+    # One randn per generator and block, not per iteration (20 iterations at 16x16 fit one block).
+    calls = []
+    randn = torch.randn
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return randn(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", counting)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    dip_module.dip_trace(x, TINY_DIP, 20, [torch.Generator().manual_seed(s) for s in (1, 2)], input_jitter=0.05)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("side", [16, 17], ids=["blocks", "one-at-a-time"])
+def test_dip_trace_with_jitter_blocks_is_the_per_iteration_trace(side, monkeypatch, one_thread):
+    # differentiable_dip_trace draws the jitter one iteration at a time; dip_trace, in blocks of 3 iterations (with a
+    # remainder) at 16x16, and one at a time at 17x17 (867 values per image): the traces are the same to the bit.
+    monkeypatch.setattr(dip_module, "_JITTER_BYTES", 2 * 3 * side * side * 4 * 3)
+    x = torch.rand(2, 3, side, side, generator=torch.Generator().manual_seed(1))
+    iterations = [3, 7, 10]
+    expected = differentiable_dip_snapshots(x, TINY_DIP, iterations, [torch.Generator().manual_seed(s) for s in (8, 9)],
+                                            input_jitter=0.05)
+    got = dip_module.dip_snapshots(x, TINY_DIP, iterations, [torch.Generator().manual_seed(s) for s in (8, 9)],
+                                   input_jitter=0.05)
+    torch.testing.assert_close(got, expected.detach(), atol=0, rtol=0)
