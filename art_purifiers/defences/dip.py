@@ -298,21 +298,19 @@ class DIPPreprocessor(_DIPDefence):
         n = snaps.shape[1]
         images = torch.arange(n, device=snaps.device).expand_as(slots.index)
         kept = snaps[slots.index, images]
-        # One copy to the host for the whole batch: the boundary keys are Python integers.
-        where = slots.pair.nonzero().cpu()
-        if not len(where):
+        slot, image = slots.pair.nonzero(as_tuple=True)
+        if not len(slot):
             return kept
-        slot, image = where[:, 0].to(snaps.device), where[:, 1].to(snaps.device)
         first = slots.index[slot, image]
-        keys = [(int(i), int(iterations[p]), int(iterations[p + 1]))
-                for i, p in zip(where[:, 1].tolist(), first.cpu().tolist(), strict=True)]
+        # One copy to the host for the whole batch: the boundary keys are Python integers.
+        keys = [(i, int(iterations[p]), int(iterations[p + 1])) for i, p in torch.stack([image, first], 1).tolist()]
         boundary = {} if boundary is None else boundary
         missing = [k for k, key in enumerate(keys) if key not in boundary]
         if missing:
             todo = torch.as_tensor(missing, device=snaps.device)
             p, i = first[todo], image[todo]
             found = self._on_boundary(snaps[p, i], snaps[p + 1, i], labels[p, i], labels[p + 1, i])
-            boundary.update({keys[k]: image_ for k, image_ in zip(missing, found, strict=True)})
+            boundary.update({keys[k]: point for k, point in zip(missing, found, strict=True)})
         return kept.index_put((slot, image), torch.stack([boundary[key] for key in keys]))
 
     #: Images of the on-boundary searches classified per victim call (``grid + 1`` per pair): 4096 CIFAR images
