@@ -8,9 +8,11 @@ input jitter's draws per iteration; on the CPU, one thread unless ``--threads`` 
 The fit is saved to ``--trace`` and loaded by later runs, so that two versions of the code time their
 reconstruction on the same trace (run this script from each version's tree). The jitter is timed both ways in one
 process: one ``randn`` per generator and iteration stacked into a batch (the code before it was batched) and the
-blocks of :class:`~art_purifiers.nn.dip._Jitter` (when this version has it). Every figure keeps the 1-minute load
-average before and after it, since other jobs on the machine slow it down. The images are the bundled CIFAR-10
-sample (test images 0..``B``-1), seed 0.
+blocks of :class:`~art_purifiers.nn.dip._Jitter` (when this version has it). ``--interleave`` also times the
+per-image reconstruction that the batched one replaced (the reference in ``tests/test_dip_speed.py``), alternating
+with the batched one on the same trace, and records whether their outputs are equal to the bit. Every figure keeps
+the 1-minute load average before and after it, since other jobs on the machine slow it down. The images are the
+bundled CIFAR-10 sample (test images 0..``B``-1), seed 0.
 """
 
 from __future__ import annotations
@@ -80,6 +82,24 @@ def jitter_timings(n: int, shape: tuple[int, ...], iterations: int) -> dict:
     return rows
 
 
+def interleaved(defence: DIPPreprocessor, x: torch.Tensor, snaps: torch.Tensor, iterations: np.ndarray, decisions,
+                repeat: int) -> dict:
+    """The batched reconstruction and the per-image reference of ``tests/test_dip_speed.py``, timed in turns."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_dip_speed import per_image_reconstruct
+
+    outputs, rows = {}, {"batched": [], "per_image": [], "load_average_1min": [os.getloadavg()[0]]}
+    for _ in range(repeat):
+        for name, run in (("batched", lambda: defence.reconstruct(x, snaps, iterations, decisions, {})),
+                          ("per_image", lambda: per_image_reconstruct(defence, x, snaps, iterations, decisions, {}))):
+            start = time.perf_counter()
+            outputs[name] = run()
+            rows[name].append(time.perf_counter() - start)
+    rows["load_average_1min"].append(os.getloadavg()[0])
+    rows["equal_to_the_bit"] = bool(torch.equal(outputs["batched"], outputs["per_image"]))
+    return rows
+
+
 def pair_count(defence: DIPPreprocessor, decisions, iterations: np.ndarray) -> int:
     """On-boundary searches the reconstruction makes (cross-boundary pairs kept, over all images)."""
     labels = decisions.probs.argmax(-1)
@@ -95,6 +115,8 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, help="where the fitted trace is saved and loaded from")
     parser.add_argument("--repeat", type=int, default=3, help="timed reconstructions (default 3)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--interleave", action="store_true",
+                        help="also time the per-image reference reconstruction, in turns with the batched one")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     if not 1 <= args.batch <= 200 or args.repeat < 1 or args.threads < 1:
@@ -113,8 +135,10 @@ def main() -> None:
               "decide": timed(lambda: defence.decide(x, snaps), args.repeat),
               "reconstruct": timed(lambda: defence.reconstruct(x, snaps, iterations, decisions), args.repeat),
               "jitter": jitter_timings(args.batch, (defence.network_config.input_depth, *x.shape[-2:]), 100)}
-    print(json.dumps({key: result[key] for key in ("fit", "on_boundary_searches", "decide", "reconstruct", "jitter")},
-                     indent=1))
+    if args.interleave:
+        result["interleaved"] = interleaved(defence, x, snaps, iterations, decisions, args.repeat)
+    print(json.dumps({key: result.get(key) for key in ("fit", "on_boundary_searches", "decide", "reconstruct", "jitter",
+                                                       "interleaved")}, indent=1))
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2, default=str)
