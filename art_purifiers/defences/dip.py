@@ -35,6 +35,15 @@ class TraceDecisions(NamedTuple):
     input_labels: torch.Tensor  #: (n,) the victim's labels of the inputs
 
 
+class _Slots(NamedTuple):
+    """The images a DIP reconstruction averages, ``keep`` slots per input (:meth:`DIPPreprocessor._slots`)."""
+
+    index: torch.Tensor  #: (keep, n) the snapshot of each slot (of a pair: its first snapshot)
+    pair: torch.Tensor  #: (keep, n) bool: the slot holds the on-boundary image of snapshots index and index + 1
+    used: torch.Tensor  #: (keep, n) bool: the slot is averaged
+    count: torch.Tensor  #: (n,) slots used
+
+
 class _DIPDefence(PurifierPreprocessor):
     """What both DIP defences share: per-image seeds, the network preset, the optimiser settings."""
 
@@ -247,42 +256,93 @@ class DIPPreprocessor(_DIPDefence):
         sensitivity study in ``benchmarks/dip_sensitivity.py`` compares settings; it also passes ``decisions``
         (:meth:`decide` on these snapshots) and a ``boundary`` dictionary, where the on-boundary image of image
         ``i``'s pair of snapshots at iterations ``(a, b)`` is kept under ``(i, a, b)`` and reused (it depends on
-        nothing else)."""
+        nothing else).
+
+        All images are reconstructed together: one victim call (in chunks) for every on-boundary search of the
+        batch, one for the kept images' labels, and one copy of the chosen pairs to the host (for the
+        ``boundary`` keys), whatever ``n``."""
         if decisions is None:
             decisions = self.decide(x, snaps)
         labels = decisions.probs.argmax(-1)
-        iterations = torch.as_tensor(np.asarray(iterations), device="cpu")
-        return torch.stack([self._reconstruct(i, x[i], snaps[:, i], labels[:, i], decisions.quality[:, i],
-                                              iterations, int(decisions.input_labels[i]), boundary)
-                            for i in range(len(x))])
-
-    def _reconstruct(self, i: int, x: torch.Tensor, snaps: torch.Tensor, labels: torch.Tensor,
-                     quality: torch.Tensor, iterations: torch.Tensor, input_label: int,
-                     boundary: dict[tuple[int, int, int], torch.Tensor] | None) -> torch.Tensor:
-        good = quality > self.ssim_threshold
-        crossing = (labels[1:] != labels[:-1]) & good[1:] & good[:-1] & (iterations[:-1] > self.warmup).to(good.device)
-        pairs = torch.nonzero(crossing).flatten()[-self.keep :].tolist()
-        if not pairs:  # the trace never crossed a boundary: use the last snapshots
-            kept = snaps[-self.keep :]
-        else:
-            boundary = {} if boundary is None else boundary
-            keys = [(i, int(iterations[p]), int(iterations[p + 1])) for p in pairs]
-            for p, key in zip(pairs, keys, strict=True):
-                if key not in boundary:
-                    boundary[key] = self._on_boundary(snaps[p], snaps[p + 1], int(labels[p]), int(labels[p + 1]))
-            kept = torch.stack([boundary[key] for key in keys])
-        kept_labels = self._probabilities(kept).argmax(-1)
+        slots = self._slots(labels, decisions.quality, torch.as_tensor(np.asarray(iterations), device=labels.device))
+        kept = self._kept(snaps, labels, slots, np.asarray(iterations), boundary)
+        kept_labels = self._probabilities(kept.flatten(0, 1)).argmax(-1).view(slots.index.shape)
         # Move away from the input, except for images already classified differently from it.
-        step = torch.where(kept_labels == input_label, self.step, 0.0).view(-1, 1, 1, 1)
-        return (kept + step * (kept - x)).clamp(0, 1).mean(0)
+        step = torch.where(kept_labels == decisions.input_labels.to(kept_labels.device), self.step, 0.0)
+        moved = (kept + step[..., None, None, None] * (kept - x)).clamp(0, 1)
+        # Unused slots add exact zeros: the sum, then the division, give each image's mean over its own slots to
+        # the bit (what ``mean(0)`` over them computes on the CPU).
+        total = torch.where(slots.used[..., None, None, None], moved, 0.0).sum(0)
+        return total / slots.count.to(total.dtype).view(-1, 1, 1, 1)
 
-    def _on_boundary(self, a: torch.Tensor, b: torch.Tensor, label_a: int, label_b: int) -> torch.Tensor:
-        """The point of the segment from ``b`` to ``a`` (grid search) where the two labels' probabilities are
-        closest."""
+    def _slots(self, labels: torch.Tensor, quality: torch.Tensor, iterations: torch.Tensor) -> _Slots:
+        """Which images each input's reconstruction averages (:class:`_Slots`), from the snapshots' labels and
+        SSIM ``(S, n)`` and their ``iterations`` ``(S,)``: the last ``keep`` cross-boundary pairs (adjacent
+        snapshots with different labels, past the warm-up, both above the SSIM threshold), in trace order, or
+        without any, the last ``keep`` snapshots. Device tensors only, no host synchronisation."""
+        s, n = labels.shape
+        good = quality > self.ssim_threshold
+        crossing = (labels[1:] != labels[:-1]) & good[1:] & good[:-1] & (iterations[:-1] > self.warmup).view(-1, 1)
+        pairs = crossing.sum(0).clamp(max=self.keep)  # (n,) pairs used
+        after = crossing.flip(0).cumsum(0).flip(0)  # crossings at or after each position
+        taken = crossing & (after <= self.keep)
+        # A taken crossing's slot is its rank among the taken ones; the others go to a row that is dropped.
+        rows = torch.where(taken, pairs - after, self.keep)
+        positions = torch.arange(s - 1, device=labels.device).view(-1, 1).expand(s - 1, n)
+        chosen = torch.zeros(self.keep + 1, n, dtype=torch.long, device=labels.device)
+        chosen = chosen.scatter(0, rows, positions)[: self.keep]
+        slot = torch.arange(self.keep, device=labels.device).view(-1, 1)
+        last = min(self.keep, s)  # without a pair: the last snapshots, as many as there are up to keep
+        has_pairs = pairs > 0
+        index = torch.where(has_pairs, chosen, (s - last + slot).clamp(max=s - 1))
+        used = torch.where(has_pairs, slot < pairs, slot < last)
+        count = torch.where(has_pairs, pairs, last)
+        return _Slots(index, used & has_pairs, used, count)
+
+    def _kept(self, snaps: torch.Tensor, labels: torch.Tensor, slots: _Slots, iterations: np.ndarray,
+              boundary: dict[tuple[int, int, int], torch.Tensor] | None) -> torch.Tensor:
+        """The images each reconstruction averages, ``(keep, n, C, H, W)``: the chosen snapshots, with every pair
+        slot replaced by the pair's on-boundary image (from ``boundary`` when there, else searched and stored)."""
+        n = snaps.shape[1]
+        images = torch.arange(n, device=snaps.device).expand_as(slots.index)
+        kept = snaps[slots.index, images]
+        slot, image = slots.pair.nonzero(as_tuple=True)
+        if not len(slot):
+            return kept
+        first = slots.index[slot, image]
+        # One copy to the host for the whole batch: the boundary keys are Python integers.
+        keys = [(i, int(iterations[p]), int(iterations[p + 1])) for i, p in torch.stack([image, first], 1).tolist()]
+        boundary = {} if boundary is None else boundary
+        missing = [k for k, key in enumerate(keys) if key not in boundary]
+        if missing:
+            todo = torch.as_tensor(missing, device=snaps.device)
+            p, i = first[todo], image[todo]
+            found = self._on_boundary(snaps[p, i], snaps[p + 1, i], labels[p, i], labels[p + 1, i])
+            boundary.update({keys[k]: point for k, point in zip(missing, found, strict=True)})
+        return kept.index_put((slot, image), torch.stack([boundary[key] for key in keys]))
+
+    #: Images of the on-boundary searches classified per victim call (``grid + 1`` per pair): 4096 CIFAR images
+    #: are 48 MiB.
+    LINE_IMAGES = 4096
+
+    def _on_boundary(self, a: torch.Tensor, b: torch.Tensor, label_a: torch.Tensor,
+                     label_b: torch.Tensor) -> torch.Tensor:
+        """For each of ``m`` pairs (``a``, ``b`` ``(m, C, H, W)``, labels ``(m,)``), the point of the segment from
+        ``b`` to ``a`` (grid search, ``grid + 1`` points) where the two labels' probabilities are closest, as
+        ``(m, C, H, W)``; differentiable in ``a`` and ``b`` with the point's position held fixed."""
         alphas = torch.linspace(0, 1, self.grid + 1, device=a.device).view(-1, 1, 1, 1)
-        line = alphas * a + (1 - alphas) * b  # (grid + 1, C, H, W)
-        line_probs = self._probabilities(line)
-        return line[int((line_probs[:, label_a] - line_probs[:, label_b]).abs().argmin())]
+        best = []
+        step = max(1, self.LINE_IMAGES // (self.grid + 1))
+        for lo in range(0, len(a), step):
+            hi = min(len(a), lo + step)
+            # (pairs, grid + 1, C, H, W): the same element-wise products and sum as one segment alone.
+            line = alphas * a[lo:hi, None].detach() + (1 - alphas) * b[lo:hi, None].detach()
+            probs = self._probabilities(line.flatten(0, 1)).view(hi - lo, self.grid + 1, -1)
+            gap = probs.gather(2, label_a[lo:hi].view(-1, 1, 1).expand(-1, self.grid + 1, 1)) \
+                - probs.gather(2, label_b[lo:hi].view(-1, 1, 1).expand(-1, self.grid + 1, 1))
+            best.append(gap.squeeze(2).abs().argmin(1))  # the first of equal gaps, as for one segment
+        alpha = alphas.view(-1)[torch.cat(best)].view(-1, 1, 1, 1)
+        return alpha * a + (1 - alpha) * b
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -360,6 +360,47 @@ def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> to
     return torch.optim.Adam(parameters, lr=lr)
 
 
+#: Bytes of input jitter drawn at once per group of networks (:class:`_Jitter`): several iterations' worth at CIFAR
+#: size and batch 64, and under glibc's ``mmap`` threshold on the CPU.
+_JITTER_BYTES = 8 << 20
+
+
+class _Jitter:
+    """The input jitter of :func:`dip_trace`, one ``randn`` of the noise input's ``shape`` per generator and
+    iteration, drawn several iterations at a time per generator.
+
+    A CPU generator's ``randn`` of ``m >= 16`` values draws ``m`` uniforms in order and maps them to normals 16 at a
+    time (Box-Muller on elements ``j`` and ``j + 8`` of each block), drawing the last 16 afresh when ``m`` is not a
+    multiple of 16. So when one iteration's draw is a multiple of 16 values, drawing ``k`` iterations at once
+    gives the very numbers of ``k`` draws in a row and leaves the generator in the same state (tests check both);
+    otherwise it draws one iteration at a time. It never draws past ``iterations``. Off the CPU, each block goes
+    to the device in one pinned, non-blocking copy.
+    """
+
+    def __init__(self, generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device,
+                 iterations: int) -> None:
+        self.generators, self.shape, self.device, self.left = list(generators), tuple(shape), device, iterations
+        size = math.prod(self.shape)
+        per_iteration = max(1, len(self.generators) * size * torch.empty(0).element_size())
+        self.block = max(1, _JITTER_BYTES // per_iteration) if size % 16 == 0 else 1
+        self.drawn: torch.Tensor | None = None  # (n, k, *shape): the current block
+        self.used = 0
+
+    def next(self) -> torch.Tensor:
+        """The next iteration's jitter ``(n, *shape)`` on the device (a view into the current block)."""
+        if self.drawn is None or self.used == self.drawn.shape[1]:
+            k = min(self.block, self.left)
+            pinned = self.device.type == "cuda"
+            block = torch.empty((len(self.generators), k, *self.shape), device="cpu", pin_memory=pinned)
+            for row, generator in zip(block, self.generators, strict=True):
+                # contiguous rows: the 16-value path
+                torch.randn((k, *self.shape), generator=generator, out=row, device="cpu")
+            self.drawn = block.to(self.device, non_blocking=True) if self.device.type != "cpu" else block
+            self.left, self.used = self.left - k, 0
+        self.used += 1
+        return self.drawn[:, self.used - 1]
+
+
 def dip_trace(
     images: torch.Tensor,
     config: SkipNetConfig,
@@ -398,17 +439,14 @@ def dip_trace(
                                  for g in generators[start:stop]])
             noise = noise.to(device).requires_grad_(optimise_input)
             optimiser = _adam([*net.parameters(), *([noise] if optimise_input else [])], lr, device)
-            groups.append((net, noise, optimiser, target[start:stop], generators[start:stop]))
+            jitter = _Jitter(generators[start:stop], noise.shape[1:], device, iterations) if input_jitter > 0 else None
+            groups.append((net, noise, optimiser, target[start:stop], jitter))
         bar = tqdm(total=iterations, desc=f"DIP fit of {n} image{'s' if n != 1 else ''}", unit="it",
                    disable=not progress, leave=False)
         for t in range(1, iterations + 1):
             outputs, mses = [], []
-            for net, noise, optimiser, group_target, group_generators in groups:
-                net_input = noise
-                if input_jitter > 0:
-                    jitter = torch.stack([torch.randn(noise.shape[1:], generator=g, device="cpu")
-                                          for g in group_generators])
-                    net_input = noise + input_jitter * jitter.to(device)
+            for net, noise, optimiser, group_target, jitter in groups:
+                net_input = noise if jitter is None else noise + input_jitter * jitter.next()
                 out = net(net_input)
                 mse = ((out - group_target) ** 2).mean(dim=(1, 2, 3))
                 mse.sum().backward()  # the sum gives each network exactly its own image's gradient
