@@ -251,8 +251,15 @@ def test_experiment_declares_its_recorded_table(path):
     assert list(dict.fromkeys(r.defence for r in table.rows)) == [*bare, *specs]
     assert list(dict.fromkeys(r.threat for r in table.rows)) == list(options.threats)
     for row in table.rows:
+        protocol = row.attack_params.get("protocol")
+        attack = row.attack
+        if protocol is not None:  # a test-time protocol's row: its attack's label, then " [worst of N]"
+            assert protocol in options.protocols and row.attack_params["protocol_draws"] == options.protocol_draws
+            suffix = f"{protocol} of {options.protocol_draws}"
+            assert attack == suffix if row.threat == "clean" else attack.endswith(f" [{suffix}]")
+            attack = attack.removesuffix(f" [{suffix}]")
         if row.threat == "eot" and row.ra is not None:
-            assert row.attack.endswith(f" eot={options.eot_draws}")
+            assert attack.endswith(f" eot={options.eot_draws}")
         if row.threat == "decision":
             assert row.attack.startswith(f"hopskipjump-{options.queries}q ")
     if len(options.deployment_seeds) > 1:
