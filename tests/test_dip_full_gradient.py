@@ -231,3 +231,14 @@ def test_eot_threat_model_keeps_the_full_gradient():
 
     assert eot_gradient(DIPDefendPreprocessor(TINY_DIP, iterations=12, gradient="full")) == "full"
     assert eot_gradient(DIPDefendPreprocessor(TINY_DIP, iterations=12, gradient="bpda")) == "bpda"
+
+
+def test_adam_update_has_finite_derivatives_where_a_gradient_is_zero():
+    """A gradient element exactly 0 at Adam's first step leaves its second moment at 0, where the square root's
+    derivative is infinite: the update's derivative must stay finite (it was NaN, seen under ART's AutoAttack)."""
+    grad = torch.tensor([0.0, 0.5, -0.25], dtype=torch.float64, requires_grad=True)
+    param, state = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    updated, exp_avg, exp_avg_sq = adam_update(param, grad, state, state, 1, 0.01)
+    assert updated[0] == 0 and exp_avg_sq[0] == 0
+    (derivative,) = torch.autograd.grad((updated + exp_avg + exp_avg_sq).sum(), grad)
+    assert torch.isfinite(derivative).all()

@@ -176,13 +176,18 @@ def test_train_refuses_a_bad_precision_before_loading_data(arguments, message, t
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_precision_flags_are_set_for_the_run_and_restored(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    for precision, inside in [("fp32", (False, False)), ("bf16", (True, True))]:
-        with RunContext.create(tmp_path, "cpu", precision=precision).precision_flags():
-            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == inside
-        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+def test_precision_flags_are_set_for_the_run_and_restored(tmp_path):
+    # Saved and restored by hand: the cuBLAS flag lives behind a module __getattr__, which pytest 9.2's monkeypatch
+    # takes for an absent attribute and deletes at teardown.
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = False, True
+        for precision, inside in [("fp32", (False, False)), ("bf16", (True, True))]:
+            with RunContext.create(tmp_path, "cpu", precision=precision).precision_flags():
+                assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == inside
+            assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (False, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")

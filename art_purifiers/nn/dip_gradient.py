@@ -40,6 +40,14 @@ ADAM_EPS = 1e-8
 Selector = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+def _sqrt(value: torch.Tensor) -> torch.Tensor:
+    """``value.sqrt()`` (the same numbers) with a zero derivative where ``value`` is 0: a gradient element that is
+    exactly 0 leaves Adam's second moment at 0, where the square root's derivative is infinite and times the zero
+    gradient gives NaN; as a function of that gradient the moment's root is ``|g|``, whose subgradient at 0 is 0."""
+    positive = value > 0
+    return torch.where(positive, torch.where(positive, value, 1.0).sqrt(), 0.0)
+
+
 def adam_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
                 step: int, lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Adam's step ``step`` (1-based) out of place: ``(param, exp_avg, exp_avg_sq)`` after it, differentiable in
@@ -50,7 +58,7 @@ def adam_update(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, 
     exp_avg_sq = torch.addcmul(exp_avg_sq * beta2, grad, grad, value=1 - beta2)
     bias_correction1 = 1 - beta1**step
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-    denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + ADAM_EPS
+    denom = _sqrt(exp_avg_sq) / bias_correction2_sqrt + ADAM_EPS
     return torch.addcdiv(param, exp_avg, denom, value=-lr / bias_correction1), exp_avg, exp_avg_sq
 
 
