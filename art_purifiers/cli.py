@@ -105,13 +105,10 @@ def _evaluate_parser(sub) -> None:
 
 
 def _budget(name: str, text: str, norm: str) -> float:
-    """A budget or step (``8/255`` or ``0.03``); under L-inf, a value above 1 written without ``/`` is refused: the
-    images are in [0, 1], so ``8`` is almost surely ``8/255``."""
-    value = _fraction(name, text)
-    if norm == "inf" and value > 1 and "/" not in text:
-        raise ValueError(f"{name} {text}: budgets are on the [0, 1] pixel scale, so an L-inf budget above 1 changes "
-                         f"nothing; did you mean {text.strip()}/255?")
-    return value
+    """A budget or step (``8/255`` or ``0.03``), checked as experiment files check theirs."""
+    from art_purifiers.evaluation.experiments import parse_budget
+
+    return parse_budget(name, text, norm)
 
 
 def _check_plotting(option: str, path: str | None) -> None:
@@ -121,23 +118,6 @@ def _check_plotting(option: str, path: str | None) -> None:
     if path is not None and importlib.util.find_spec("matplotlib") is None:
         raise ValueError(f"{option} needs matplotlib, which is not installed: pip install matplotlib "
                          "(or pip install 'art-purifiers[plots]').")
-
-
-def _fraction(name: str, text: str) -> float:
-    """A positive finite budget or step written as ``8/255`` or ``0.03``."""
-    from fractions import Fraction
-
-    try:
-        exact = Fraction(text)
-    except (ValueError, ZeroDivisionError) as error:
-        raise ValueError(f"{name} must be a number or a fraction such as 8/255, got {text!r}.") from error
-    try:
-        value = float(exact)
-    except OverflowError as error:
-        raise ValueError(f"{name} must be finite, got {text!r}.") from error
-    from art_purifiers.checks import check_number
-
-    return check_number(name, value, minimum=0, open_minimum=True)
 
 
 def _shard(text: str | None, rank: int, world: int) -> tuple[int, int]:

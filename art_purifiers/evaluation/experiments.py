@@ -192,12 +192,17 @@ def parse_budget(name: str, text, norm: str) -> float:
     if not isinstance(text, str):
         raise ValueError(f"{name} must be text such as \"8/255\", got {text!r}.")
     try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError, OverflowError):
-        raise ValueError(f"{name} must be a number or a fraction such as \"8/255\", got {text!r}.") from None
+        exact = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{name} must be a number or a fraction such as 8/255, got {text!r}.") from None
+    try:
+        value = float(exact)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got {text!r}.") from None
     value = check_number(name, value, minimum=0, open_minimum=True)
     if norm == "inf" and value > 1 and "/" not in text:
-        raise ValueError(f"{name} {text}: budgets are on the [0, 1] pixel scale; did you mean \"{text}/255\"?")
+        raise ValueError(f"{name} {text}: budgets are on the [0, 1] pixel scale, so an L-inf budget above 1 changes "
+                         f"nothing; did you mean {text.strip()}/255?")
     return value
 
 
