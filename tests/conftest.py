@@ -43,6 +43,16 @@ class TinyCNN(nn.Module):
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: bitwise equality and batch independence are promised for one (several may
+    split products differently)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
     return TinyCNN().eval()

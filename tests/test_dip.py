@@ -25,15 +25,6 @@ def test_batched_equals_one_at_a_time(factory, jitter):
     torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
 
 
-@pytest.fixture
-def one_thread():
-    """Exact batch independence is promised for one intra-op thread (several may split products differently)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("factory", [tiny_dip, tiny_dipdefend], ids=["dip", "dipdefend"])
 def test_batch_size_does_not_change_an_images_result(factory, one_thread):
     # Every image gets the same seed at batch_size 1 and 4, and its trace is bitwise the same (a lone network takes

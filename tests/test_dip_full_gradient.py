@@ -24,15 +24,6 @@ from art_purifiers.nn.dip_gradient import (
 SIDE = 12
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise equality is promised for one intra-op thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def generators(seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
 

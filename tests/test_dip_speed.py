@@ -17,14 +17,6 @@ from art_purifiers.nn import dip as dip_module
 from art_purifiers.nn.dip_gradient import differentiable_dip_snapshots
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def per_image_reconstruct(defence: DIPPreprocessor, x, snaps, iterations, decisions, boundary):
     """The reconstruction as it was before batching (one image, one pair at a time), kept as the reference."""
     labels = decisions.probs.argmax(-1)

@@ -461,6 +461,14 @@ def dip_trace(
         bar.close()
 
 
+def snapshot_iterations(iterations: Sequence[int]) -> list[int]:
+    """The 1-based iterations whose trace images a snapshot function returns, checked: increasing, ``>= 1``."""
+    wanted = [int(t) for t in iterations]
+    if not wanted or wanted[0] < 1 or any(b <= a for a, b in zip(wanted, wanted[1:], strict=False)):
+        raise ValueError("iterations must be increasing integers >= 1.")
+    return wanted
+
+
 def dip_snapshots(
     images: torch.Tensor,
     config: SkipNetConfig,
@@ -473,9 +481,7 @@ def dip_snapshots(
 ) -> torch.Tensor:
     """The trace images of :func:`dip_trace` at the given ``iterations`` (1-based, increasing), as
     ``(len(iterations), n, C, H, W)``; the fit runs to the last of them (``progress``: a bar over it)."""
-    wanted = [int(t) for t in iterations]
-    if not wanted or wanted[0] < 1 or any(b <= a for a, b in zip(wanted, wanted[1:], strict=False)):
-        raise ValueError("iterations must be increasing integers >= 1.")
+    wanted = snapshot_iterations(iterations)
     taken, kept = set(wanted), []
     dip_trace(images, config, wanted[-1], generators, lr, noise_scale,
               on_iteration=lambda t, out, _: kept.append(out) if t in taken else None, input_jitter=input_jitter,

@@ -30,7 +30,15 @@ from torch import nn
 from torch.func import functional_call
 
 from art_purifiers.checks import check_integer
-from art_purifiers.nn.dip import BatchedSkipNet, SkipNetConfig, _Conv, _Norm, _Scale, check_image_size
+from art_purifiers.nn.dip import (
+    BatchedSkipNet,
+    SkipNetConfig,
+    _Conv,
+    _Norm,
+    _Scale,
+    check_image_size,
+    snapshot_iterations,
+)
 
 #: Adam's defaults in ``torch.optim.Adam``, which :func:`~art_purifiers.nn.dip.dip_trace` uses.
 ADAM_BETAS = (0.9, 0.999)
@@ -281,9 +289,7 @@ def differentiable_dip_snapshots(
 ) -> torch.Tensor:
     """:func:`~art_purifiers.nn.dip.dip_snapshots` (trace images at increasing 1-based ``iterations``, as
     ``(len(iterations), n, C, H, W)``), differentiable with respect to ``images`` through the whole fit."""
-    wanted = [int(t) for t in iterations]
-    if not wanted or wanted[0] < 1 or any(b <= a for a, b in zip(wanted, wanted[1:], strict=False)):
-        raise ValueError("iterations must be increasing integers >= 1.")
+    wanted = snapshot_iterations(iterations)
     slot_of = torch.tensor(wanted, device="cpu")  # beside the CPU-side bookkeeping, whatever the default device
 
     def select(t: int, outputs: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
