@@ -72,17 +72,24 @@ def loop_pairs(pairs: idfr.ConvexPairs, batch: int, generator: torch.Generator) 
 # --- timing -----------------------------------------------------------------------------------------------------------
 
 
-def per_call(function: Callable[[torch.Generator], object], repeats: int) -> float:
+def per_call(function: Callable[[torch.Generator], object], repeats: int, device: torch.device) -> float:
     """Median seconds of ``repeats`` calls of ``function(generator)``, each with a fresh seeded generator, after one
-    warm-up call."""
+    warm-up call (on a GPU each call is timed to the end of its queued work)."""
     generators = [torch.Generator().manual_seed(i) for i in range(repeats + 1)]
     function(generators[0])
     seconds = []
     for generator in generators[1:]:
+        _synchronise(device)
         began = time.perf_counter()
         function(generator)
+        _synchronise(device)
         seconds.append(time.perf_counter() - began)
     return statistics.median(seconds)
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _identical(old: Callable, new: Callable) -> bool:
@@ -122,7 +129,7 @@ def time_functions(plan: dict, repeats: int, device: torch.device, head: torch.n
     for preset, settings in plan.items():
         for name, batch in settings["batches"].items():
             old, new = _old_and_new(name, batch, settings["pool"], device, head)
-            old_seconds, new_seconds = per_call(old, repeats), per_call(new, repeats)
+            old_seconds, new_seconds = per_call(old, repeats, device), per_call(new, repeats, device)
             rows.setdefault(name, []).append({"preset": preset, "batch": batch, "old_seconds": old_seconds,
                                               "new_seconds": new_seconds, "speedup": old_seconds / new_seconds,
                                               "identical": _identical(old, new)})
@@ -151,9 +158,10 @@ def _plan(presets: tuple[str, ...], quick: bool) -> dict:
 # --- one training step at the CPU preset, through the trainers ------------------------------------------------------
 
 
-def time_steps(preset: str, iterations: dict[str, int], folder: str) -> dict:
+def time_steps(preset: str, iterations: dict[str, int], folder: str, head: torch.nn.Linear) -> dict:
     """Seconds per step of each trainer's step that calls a function (victim-at; IRAD stage 1 with
-    ``task=inpainting``; IDFR's restorer), each a fresh run of ``iterations[function]`` steps on random data."""
+    ``task=inpainting``; IDFR's restorer through ``head``), each a fresh run of ``iterations[function]`` steps on
+    random data."""
     rng = np.random.default_rng(0)
     never = {"checkpoint_every": 10**9}
     config = victim_at.PRESETS[preset]
@@ -168,7 +176,6 @@ def time_steps(preset: str, iterations: dict[str, int], folder: str) -> dict:
     seconds["irad_inpainting"] = report["stage1_seconds"]
     config = dataclasses.replace(idfr.PRESETS[preset], restorer_iterations=iterations["idfr_convex_pairs"],
                                  validate_every=0, **never)
-    head = split_victim(load_victim("resnet20"))[1]
     report = {}
     idfr.train_restorer(config, RunContext.create(f"{folder}/idfr", "cpu", config.seed), random_pairs(
         500 if preset == "smoke" else 7568, config.examples_per_image or 1, head), head, report)
@@ -192,7 +199,8 @@ def shares(functions: dict, steps: dict) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke presets, few repeats and steps")
-    parser.add_argument("--device", default="cpu", help="where the images are augmented (draws stay on the CPU)")
+    parser.add_argument("--device", default="cpu", help="where victim-at's and IRAD's images are augmented (the "
+                        "draws stay on the CPU; IDFR's pools are CPU tensors, as in its trainer)")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per function and batch (median)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args(argv)
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     iterations = dict.fromkeys(functions, 1) if args.quick else {"victim_at_crops_and_flips": 3,
                                                                   "irad_inpainting": 10, "idfr_convex_pairs": 200}
     with tempfile.TemporaryDirectory() as folder:
-        steps = time_steps(presets[0], iterations, folder)
+        steps = time_steps(presets[0], iterations, folder, head)
     result = {"mode": "quick" if args.quick else "full", "device": args.device, "repeats": repeats,
               "functions": functions, "steps": shares(functions, steps), "machine": machine()}
     print(json.dumps(result, indent=2))
