@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -131,10 +130,8 @@ def test_augmentation_under_another_default_device():
 
 
 def test_benchmark_quick_run(tmp_path):
-    began = time.perf_counter()
     out = tmp_path / "augment.json"
     result = _benchmark().main(["--quick", "--json", str(out)])
-    assert time.perf_counter() - began < 5
     assert out.exists() and result["mode"] == "quick" and result["machine"]["threads"] >= 1
     assert set(result["functions"]) == set(result["steps"]) == {"victim_at_crops_and_flips", "irad_inpainting",
                                                                  "idfr_convex_pairs"}
