@@ -5,6 +5,7 @@ generator's, and the benchmark's quick run."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def test_augmentation_under_another_default_device():
 
 def test_benchmark_quick_run(tmp_path):
     out = tmp_path / "augment.json"
+    handlers = list(logging.getLogger().handlers)
     result = _benchmark().main(["--quick", "--json", str(out)])
+    assert logging.getLogger().handlers == handlers  # the runs' log files are closed with their folder
     assert out.exists() and result["mode"] == "quick" and result["machine"]["threads"] >= 1
     assert set(result["functions"]) == set(result["steps"]) == {"victim_at_crops_and_flips", "irad_inpainting",
                                                                  "idfr_convex_pairs"}
