@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from art_purifiers.training.idfr import ConvexPairs, _randint_each
+from art_purifiers.training.idfr import ConvexPairs
 from art_purifiers.training.irad import stage1_inputs
 from art_purifiers.training.victim_at import _augment
 
@@ -83,23 +83,6 @@ def test_convex_pairs_with_a_one_member_pool():
                         torch.tensor([0, 1]), torch.tensor([0, 1]), head, "paper")
     for seed in SEEDS:
         _same_draws(lambda g: _benchmark().loop_pairs(pairs, 11, g), lambda g: pairs.draw(11, g), seed)
-
-
-def _loop_randint(highs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    return torch.stack([torch.randint(high, (), generator=generator) for high in highs.flatten().tolist()]).view(
-        highs.shape)
-
-
-@pytest.mark.parametrize("seed", SEEDS)
-def test_randint_each_is_the_loop_of_scalar_draws(seed):
-    generator = torch.Generator().manual_seed(1000 + seed)
-    # Large bounds make every value depend on all 32 bits of its word; from 2**28 up the loop itself runs.
-    for highs in (torch.randint(1, 10, (7, 2), generator=generator),
-                  torch.randint(2**27, 2**28, (64,), generator=generator),
-                  torch.tensor([1, 2**28 - 1, 2**28, 2**31 + 5, 3])):
-        _same_draws(lambda g, highs=highs: _loop_randint(highs, g),
-                    lambda g, highs=highs: _randint_each(highs, g), seed)
-    assert _randint_each(torch.zeros(0, dtype=torch.long), torch.Generator()).shape == (0,)
 
 
 def test_augmentation_on_another_device_than_the_generator():

@@ -247,11 +247,6 @@ class ConvexPairs:
         first, second = (correct, ~correct) if pairing == "paper" else (is_clean, ~is_clean)
         self.pools = {c: (self._members(c, first), self._members(c, second)) for c in self.classes}
         self.correct_share = float(correct.float().mean())
-        # The pools end to end (class by class, first then second), so that all pairs index them at once.
-        self._class_labels = torch.tensor(self.classes)
-        self._sizes = torch.tensor([[len(pool) for pool in self.pools[c]] for c in self.classes])  # (classes, 2)
-        self._starts = (self._sizes.flatten().cumsum(0) - self._sizes.flatten()).view_as(self._sizes)
-        self._members_flat = torch.cat([pool for c in self.classes for pool in self.pools[c]])
 
     def _members(self, label: int, mask: torch.Tensor) -> torch.Tensor:
         members = torch.nonzero((self.labels == label) & mask).flatten()
@@ -260,42 +255,19 @@ class ConvexPairs:
 
     def draw(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(a h + (1 - a) h', label)`` for ``batch`` pairs of one class each, classes uniform: ``(batch, D)`` on
-        the embeddings' device and ``(batch,)``. The draws are those of one ``randint`` per pair member in turn
-        (:func:`_randint_each`), so a seeded run draws the same pairs as the per-pair loop it replaced."""
-        chosen = torch.randint(len(self.classes), (batch,), generator=generator, device=generator.device).cpu()
-        offsets = _randint_each(self._sizes[chosen], generator)  # (batch, 2): a place in each of the two pools
-        members = to_device(self._members_flat[self._starts[chosen] + offsets], self.h.device)
-        alpha = to_device(torch.rand(batch, 1, generator=generator, device=generator.device), self.h.device)
-        return alpha * self.h[members[:, 0]] + (1 - alpha) * self.h[members[:, 1]], self._class_labels[chosen]
-
-
-#: Below this bound a CPU generator's ``randint(high)`` takes one 32-bit word ``u`` and returns ``u % high`` (above it,
-#: recent PyTorch releases take two words).
-_ONE_WORD = 2**28
-
-
-def _randint_each(highs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """``torch.randint(high, ())`` for each ``high`` of ``highs`` (positive integers, any shape, row-major order):
-    the same values, leaving ``generator`` in the same state, as that loop of scalar draws, which runs instead on a
-    non-CPU generator or for a ``high`` of ``2**28`` or more."""
-    if not highs.numel():
-        return highs.clone()
-    if generator.device.type == "cpu" and int(highs.max()) < _ONE_WORD:
-        return _words(highs.numel(), generator).view(highs.shape) % highs
-    values = [torch.randint(high, (), generator=generator, device=generator.device)
-              for high in highs.flatten().tolist()]
-    return torch.stack(values).cpu().view(highs.shape)
-
-
-def _words(count: int, generator: torch.Generator) -> torch.Tensor:
-    """The next ``count`` 32-bit words of a CPU generator, in ``[0, 2**32)`` (int64), as ``count`` one-word draws
-    take them. ``random_()`` gives ``u % 2**31`` in int32 and ``u % (2**24 + 1)`` in float32; drawn twice from one
-    state, the two residues fix ``u``, as the moduli are coprime."""
-    state = generator.get_state()
-    low = torch.empty(count, dtype=torch.int32, device="cpu").random_(generator=generator).long()
-    generator.set_state(state)
-    residue = torch.empty(count, dtype=torch.float32, device="cpu").random_(generator=generator).long()
-    return low + ((low - residue) % (2**24 + 1) != 0).long() * 2**31
+        the embeddings' device and ``(batch,)``. One scalar ``randint`` per pool member drawn: that order of draws
+        is the random stream the shipped weights were trained with, and a batched draw would change it."""
+        cpu = generator.device
+        chosen = torch.randint(len(self.classes), (batch,), generator=generator, device=cpu).cpu()
+        labels = torch.tensor(self.classes, device="cpu")[chosen]
+        first, second = [], []
+        for label in labels.tolist():
+            pool_a, pool_b = self.pools[label]
+            first.append(pool_a[torch.randint(len(pool_a), (), generator=generator, device=cpu).cpu()])
+            second.append(pool_b[torch.randint(len(pool_b), (), generator=generator, device=cpu).cpu()])
+        members = to_device(torch.stack([torch.stack(first), torch.stack(second)], dim=1), self.h.device)
+        alpha = to_device(torch.rand(batch, 1, generator=generator, device=cpu), self.h.device)
+        return alpha * self.h[members[:, 0]] + (1 - alpha) * self.h[members[:, 1]], labels
 
 
 def train_restorer(config: IDFRTrainingConfig, context: RunContext, pairs: ConvexPairs, head: nn.Module,
