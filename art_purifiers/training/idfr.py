@@ -254,15 +254,20 @@ class ConvexPairs:
         return members if len(members) else torch.nonzero(self.labels == label).flatten()
 
     def draw(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(a h + (1 - a) h', label)`` for ``batch`` pairs of one class each, classes uniform."""
-        labels = torch.tensor(self.classes)[torch.randint(len(self.classes), (batch,), generator=generator)]
+        """``(a h + (1 - a) h', label)`` for ``batch`` pairs of one class each, classes uniform: ``(batch, D)`` on
+        the embeddings' device and ``(batch,)``. One scalar ``randint`` per pool member drawn: that order of draws
+        is the random stream the shipped weights were trained with, and a batched draw would change it."""
+        cpu = generator.device
+        chosen = torch.randint(len(self.classes), (batch,), generator=generator, device=cpu).cpu()
+        labels = torch.tensor(self.classes, device="cpu")[chosen]
         first, second = [], []
         for label in labels.tolist():
             pool_a, pool_b = self.pools[label]
-            first.append(pool_a[torch.randint(len(pool_a), (), generator=generator)])
-            second.append(pool_b[torch.randint(len(pool_b), (), generator=generator)])
-        alpha = torch.rand(batch, 1, generator=generator)
-        return alpha * self.h[torch.stack(first)] + (1 - alpha) * self.h[torch.stack(second)], labels
+            first.append(pool_a[torch.randint(len(pool_a), (), generator=generator, device=cpu).cpu()])
+            second.append(pool_b[torch.randint(len(pool_b), (), generator=generator, device=cpu).cpu()])
+        members = to_device(torch.stack([torch.stack(first), torch.stack(second)], dim=1), self.h.device)
+        alpha = to_device(torch.rand(batch, 1, generator=generator, device=cpu), self.h.device)
+        return alpha * self.h[members[:, 0]] + (1 - alpha) * self.h[members[:, 1]], labels
 
 
 def train_restorer(config: IDFRTrainingConfig, context: RunContext, pairs: ConvexPairs, head: nn.Module,

@@ -123,12 +123,23 @@ def stage1_inputs(task: str, clean: torch.Tensor, adversarial: torch.Tensor | No
     # Inpainting: a random square of a quarter of the side is blanked in each image.
     n, _, h, w = clean.shape
     side = max(1, h // 4)
-    tops = torch.randint(0, h - side + 1, (n,), generator=generator)
-    lefts = torch.randint(0, w - side + 1, (n,), generator=generator)
-    mask = torch.ones(n, 1, h, w)
-    for i in range(n):
-        mask[i, :, tops[i] : tops[i] + side, lefts[i] : lefts[i] + side] = 0
-    return clean * to_device(mask, clean.device)
+    tops = torch.randint(0, h - side + 1, (n,), generator=generator, device=generator.device)
+    lefts = torch.randint(0, w - side + 1, (n,), generator=generator, device=generator.device)
+    return clean * _square_mask(tops, lefts, side, (h, w), clean)
+
+
+def _square_mask(tops: torch.Tensor, lefts: torch.Tensor, side: int, size: tuple[int, int],
+                like: torch.Tensor) -> torch.Tensor:
+    """Ones with one ``side`` x ``side`` square of zeros per image, its corner at ``(tops[i], lefts[i])``, built on
+    ``like``'s device in its dtype (only the ``(N,)`` corners move there).
+
+    :param tops: ``(N,)`` integer rows, ``0 <= top <= H - side``; ``lefts`` likewise for columns.
+    :return: ``(N, 1, H, W)``.
+    """
+    rows = torch.arange(size[0], device=like.device) - to_device(tops, like.device)[:, None]
+    columns = torch.arange(size[1], device=like.device) - to_device(lefts, like.device)[:, None]
+    inside = ((rows >= 0) & (rows < side))[:, None, :, None] & ((columns >= 0) & (columns < side))[:, None, None, :]
+    return (~inside).to(like.dtype)
 
 
 class _IRAD(nn.Module):

@@ -71,15 +71,25 @@ PRESETS = {
 
 
 def _augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crops (4 pixels of zero padding) and horizontal flips, one draw per image."""
-    n, _, h, w = images.shape
-    padded = F.pad(images, (4, 4, 4, 4))
-    tops, lefts = torch.randint(0, 9, (n,), generator=generator), torch.randint(0, 9, (n,), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    out = torch.stack([padded[i, :, t : t + h, s : s + w] for i, (t, s) in enumerate(zip(tops.tolist(),
-                                                                                           lefts.tolist(),
-                                                                                           strict=True))])
-    return torch.where(to_device(flips, images.device)[:, None, None, None], out.flip(-1), out)
+    """Random crops (4 pixels of zero padding) and horizontal flips, one draw per image.
+
+    The draws come from ``generator`` on its own device; only the ``(N,)`` offsets and flips move to the images'
+    device, where crop and flip are one gather (a flip reads the crop's columns right to left).
+
+    :param images: ``(N, C, H, W)``, any device and floating dtype.
+    :return: ``(N, C, H, W)``, the same dtype and device.
+    """
+    n, c, h, w = images.shape
+    padded = F.pad(images, (4, 4, 4, 4)).flatten(2)
+    tops = torch.randint(0, 9, (n,), generator=generator, device=generator.device)
+    lefts = torch.randint(0, 9, (n,), generator=generator, device=generator.device)
+    flips = torch.rand(n, generator=generator, device=generator.device) < 0.5
+    tops, lefts, flips = (to_device(t, images.device) for t in (tops, lefts, flips))
+    rows = tops[:, None] + torch.arange(h, device=images.device)
+    columns = torch.arange(w, device=images.device)
+    columns = lefts[:, None] + torch.where(flips[:, None], w - 1 - columns, columns)
+    index = (rows[:, :, None] * (w + 8) + columns[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.gather(2, index).view(n, c, h, w)
 
 
 def _initial_network(config: VictimATConfig) -> NormalizedClassifier:
