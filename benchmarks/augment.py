@@ -15,15 +15,12 @@ checkpoint write is included). The old loops below are the reference the vectori
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
-import logging
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -187,23 +184,6 @@ def time_steps(preset: str, iterations: dict[str, int], folder: str, head: torch
                    "seconds_per_step": seconds[name] / iterations[name]} for name in seconds}
 
 
-@contextlib.contextmanager
-def _temporary_run_folder():
-    """A folder for the trainers' runs, deleted afterwards. A run logs to its ``train.log`` through a handler on the
-    root logger that outlives it; those handlers are closed and removed first, and the root level restored."""
-    root = logging.getLogger()
-    level = root.level
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            yield folder
-        finally:
-            for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)
-                            and h.baseFilename.startswith(str(Path(folder).resolve()))]:
-                root.removeHandler(handler)
-                handler.close()
-            root.setLevel(level)
-
-
 def shares(functions: dict, steps: dict) -> dict:
     """Each function's share of its trainer's step at the preset the steps were timed at, old and new (the old
     step is the measured one with the new function's time replaced by the old one's)."""
@@ -236,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     functions = time_functions(_plan(presets, args.quick), repeats, device, head)
     iterations = dict.fromkeys(functions, 1) if args.quick else {"victim_at_crops_and_flips": 3,
                                                                   "irad_inpainting": 10, "idfr_convex_pairs": 200}
-    with _temporary_run_folder() as folder:
+    with tempfile.TemporaryDirectory() as folder:
         steps = time_steps(presets[0], iterations, folder, head)
     result = {"mode": "quick" if args.quick else "full", "device": args.device, "repeats": repeats,
               "functions": functions, "steps": shares(functions, steps), "machine": machine()}

@@ -153,6 +153,7 @@ def test_every_trainer_steps_under_its_precision(method, precision, tmp_path, ca
     assert report["precision"] == precision
     assert provenance({**report, "command": "test"})["precision"] == precision
     assert f"precision {precision}" in (tmp_path / "train.log").read_text()
+    assert not [h for h in logging.getLogger().handlers if getattr(h, "baseFilename", "").startswith(str(tmp_path))]
 
 
 def test_precision_is_checked(tmp_path):

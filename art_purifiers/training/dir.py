@@ -265,7 +265,7 @@ def train_dir(config: DIRTrainingConfig, x: np.ndarray, y: np.ndarray, target: n
     :param target: The frozen classifier (images in ``[0, 1]`` to logits) the denoiser is trained for.
     """
     context = RunContext.create(out_dir, device, config.seed, config.precision)
-    with context.precision_flags():
+    with context.running():
         return _train_dir(config, context, x, y, target)
 
 

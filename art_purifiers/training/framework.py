@@ -5,8 +5,9 @@ resume exactly from their checkpoints, with progress bars and a validation hook.
 A trainer builds its networks, then runs one :func:`run_stage` per stage::
 
     context = RunContext.create(out_dir, device="cpu", seed=0)
-    optimisation = Optimisation(model.parameters(), torch.optim.AdamW(...), Schedule(total=1000, warmup=50))
-    log, seconds = run_stage(context, "stage 1", step, {"model": model}, optimisation, iterations=1000)
+    with context.running():
+        optimisation = Optimisation(model.parameters(), torch.optim.AdamW(...), Schedule(total=1000, warmup=50))
+        log, seconds = run_stage(context, "stage 1", step, {"model": model}, optimisation, iterations=1000)
 
 ``step(i)`` computes the loss of iteration ``i`` (drawing its batch and random numbers from ``i`` alone, see
 :func:`~art_purifiers.training.loops.iteration_generator`) and returns ``optimisation.step(loss, i)``, so a resumed
@@ -170,21 +171,20 @@ class RunContext:
     @classmethod
     def create(cls, out_dir: str | Path, device: str | None = None, seed: int = 0,
                precision: str = "fp32") -> RunContext:
-        """Set up DDP under ``torchrun`` (see :func:`run_device`), the output folder and its ``train.log``.
+        """Set up DDP under ``torchrun`` (see :func:`run_device`) and the output folder; the trainer runs inside
+        :meth:`running`.
 
         :param device: ``"cpu"``, ``"cuda"``, ``"cuda:K"`` (one process only) or ``None`` (CUDA when available).
         :param precision: One of :data:`PRECISIONS`; ``tf32`` needs a CUDA device. The trainer enters
-            :meth:`precision_flags` for the run and autocasts each step through :class:`Optimisation`.
+            :meth:`running` (log file and :meth:`precision_flags`) for the run and autocasts each step through
+            :class:`Optimisation`.
         """
         seed = check_integer("seed", seed, minimum=0)
         torch_device = run_device(device, precision)
         distributed = Distributed.setup(torch_device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        context = cls(out_dir, torch_device, distributed, seed, precision)
-        context._log_to_file()
-        logger.info("device %s, world %d, precision %s", torch_device, distributed.world, precision)
-        return context
+        return cls(out_dir, torch_device, distributed, seed, precision)
 
     @property
     def mixed_precision(self) -> bool:
@@ -205,12 +205,23 @@ class RunContext:
             for (owner, name), value in zip(switches, saved, strict=True):
                 setattr(owner, name, value)
 
-    def _log_to_file(self) -> None:
-        path = (self.out_dir / "train.log").resolve()
-        root = logging.getLogger()
-        if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path for h in root.handlers):
-            root.addHandler(logging.FileHandler(path))
+    @contextlib.contextmanager
+    def running(self):
+        """The run: its ``train.log`` on the root logger (INFO and up) and its :meth:`precision_flags`, inside the
+        block; the handler is removed and the root level restored after it, so that a process that trains several
+        times keeps nothing of a finished run."""
+        root, level = logging.getLogger(), logging.getLogger().level
+        handler = logging.FileHandler((self.out_dir / "train.log").resolve())
+        root.addHandler(handler)
         root.setLevel(logging.INFO)
+        logger.info("device %s, world %d, precision %s", self.device, self.distributed.world, self.precision)
+        try:
+            with self.precision_flags():
+                yield self
+        finally:
+            root.removeHandler(handler)
+            handler.close()
+            root.setLevel(level)
 
     def checkpoint(self, name: str) -> Checkpoint:
         return Checkpoint(self.out_dir / f"{name}.pt")

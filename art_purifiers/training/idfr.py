@@ -322,7 +322,7 @@ def train_idfr(config: IDFRTrainingConfig, x: np.ndarray, y: np.ndarray, target:
         encoder/head split (:func:`~art_purifiers.models.split_victim`).
     """
     context = RunContext.create(out_dir, device, config.seed, config.precision)
-    with context.precision_flags():
+    with context.running():
         return _train_idfr(config, context, x, y, target)
 
 

@@ -167,7 +167,7 @@ def train_irad(config: IRADTrainingConfig, x: np.ndarray, y: np.ndarray, source:
     :param out_dir: Folder for the pairs cache, checkpoints and the log.
     """
     context = RunContext.create(out_dir, device, config.seed, config.precision)
-    with context.precision_flags():
+    with context.running():
         return _train_irad(config, context, x, y, source)
 
 

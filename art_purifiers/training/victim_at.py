@@ -108,7 +108,7 @@ def train_victim_at(config: VictimATConfig, x: np.ndarray, y: np.ndarray, out_di
     ``config.validation_images`` training images are held out: the validation hook reports their clean and
     PGD-10 accuracy."""
     context = RunContext.create(out_dir, device, config.seed, config.precision)
-    with context.precision_flags():
+    with context.running():
         return _train_victim_at(config, context, x, y)
 
 
