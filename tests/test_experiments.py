@@ -21,6 +21,7 @@ from art_purifiers.evaluation.experiments import (
     parse_experiment,
     run_experiment,
 )
+from art_purifiers.evaluation.recorded import check_declares
 from art_purifiers.evaluation.report import ResultTable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,37 +235,10 @@ def test_every_results_table_has_its_experiment():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_declares_its_recorded_table(path):
     """The experiment file and the recorded table are equivalent declarations: the same victim, data slice, seed,
-    attack settings, defences (row names), threat models, EOT draws and HopSkipJump queries."""
-    experiment = load_experiment(path)
-    table = ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json")
-    options, meta = experiment.evaluation, table.meta
-    assert (meta["victim"], meta["seed"], meta["n"]) == (options.victim, options.seed, experiment.data.images)
-    assert meta["images"] == [0, experiment.data.images - 1]
-    assert meta.get("split", "test") == experiment.data.split
-    assert meta.get("shards", 1) == experiment.data.shards
-    assert meta.get("source") == (options.source if "transfer" in options.threats else None)
-    assert meta["attacks"] == [spec.settings() for spec in options.attack_specs()]
-    specs = [experiment.renamed.get(spec, spec) for spec in options.defences]
-    if len(options.deployment_seeds) <= 1:
-        specs = [experiment.renamed.get(spec, spec) for spec in options.defence_specs()]
-    bare = ["none"] if {"clean", "oblivious", "transfer"} & set(options.threats) else []
-    assert list(dict.fromkeys(r.defence for r in table.rows)) == [*bare, *specs]
-    assert list(dict.fromkeys(r.threat for r in table.rows)) == list(options.threats)
-    for row in table.rows:
-        protocol = row.attack_params.get("protocol")
-        attack = row.attack
-        if protocol is not None:  # a test-time protocol's row: its attack's label, then " [worst of N]"
-            assert protocol in options.protocols and row.attack_params["protocol_draws"] == options.protocol_draws
-            suffix = f"{protocol} of {options.protocol_draws}"
-            assert attack == suffix if row.threat == "clean" else attack.endswith(f" [{suffix}]")
-            attack = attack.removesuffix(f" [{suffix}]")
-        if row.threat == "eot" and row.ra is not None:
-            assert attack.endswith(f" eot={options.eot_draws}")
-        if row.threat == "decision":
-            assert row.attack.startswith(f"hopskipjump-{options.queries}q ")
-    if len(options.deployment_seeds) > 1:
-        seeds = ",".join(map(str, options.deployment_seeds))
-        assert all(r.defence_params.get("seed") == seeds for r in table.rows if r.defence != "none")
+    attack settings, defences (row names), threat models, attack of every row, EOT draws, HopSkipJump queries and
+    protocols (:func:`~art_purifiers.evaluation.recorded.check_declares`, which also checks each recorded shard
+    before ``adopt_shards`` keys it)."""
+    check_declares(load_experiment(path), ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json"))
 
 
 @pytest.mark.parametrize("path", [p for p in EXPERIMENTS if (REPO / "docs" / "results" / "shards" / p.stem).is_dir()],
