@@ -245,7 +245,7 @@ def test_experiment_declares_its_recorded_table(path):
                          ids=lambda p: p.stem)
 def test_recorded_shards_merge_into_their_table(path):
     """The shards kept under docs/results/shards/NAME/ (I-of-N.json) are those of the recorded table: merged as
-    ``art-purifiers run`` merges them, they give its counts."""
+    ``art-purifiers run`` merges them, they give its counts and notes."""
     experiment = load_experiment(path)
     folder = REPO / "docs" / "results" / "shards" / path.stem
     files = [folder / f"{i}-of-{experiment.data.shards}.json" for i in range(experiment.data.shards)]
@@ -253,8 +253,8 @@ def test_recorded_shards_merge_into_their_table(path):
     if len(experiment.evaluation.deployment_seeds) > 1:
         merged = merged.over_seeds()
     recorded = ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json")
-    assert [(r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in merged.rows] == [
-        (r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in recorded.rows]
+    assert [(r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra, r.note) for r in merged.rows] == [
+        (r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra, r.note) for r in recorded.rows]
     assert recorded.meta["provenance"]["experiment"] == f"experiments/{path.name}"
 
 
