@@ -132,7 +132,9 @@ BAD = [
     ("[evaluation]\neps = ['nan']\n", "evaluation.eps must be a number or a fraction"),
     ("[evaluation]\nstep_size = '1/0'\n", "evaluation.step_size must be a number or a fraction"),
     ("[evaluation]\nnorm = '1'\n", "evaluation.norm must be one of"),
-    ("[evaluation]\nsteps = 0\n", "evaluation.steps must be an integer in [1, inf)"),
+    ("[evaluation]\niterations = 0\n", "evaluation.iterations must be an integer in [1, inf)"),
+    ("[evaluation]\nsteps = 0\n", "evaluation.iterations must be an integer in [1, inf)"),
+    ("[evaluation]\nsteps = 3\niterations = 3\n", "evaluation.steps is the former name of evaluation.iterations"),
     ("[evaluation]\neot_draws = 2.0\n", "evaluation.eot_draws must be an integer"),
     ("[evaluation]\nqueries = -3\n", "evaluation.queries must be an integer in [1, inf)"),
     ("[evaluation]\nprotocols = ['worse']\n", "evaluation.protocols must be one of"),
@@ -267,5 +269,5 @@ def test_main_experiment_is_the_main_job():
     assert (experiment.data.source, experiment.data.images) == ("bundled", MAIN_JOB["n"])
     assert (list(options.defences), list(options.threats), list(options.attacks)) == (
         MAIN_JOB["defence"], MAIN_JOB["threat"], MAIN_JOB["attack"])
-    assert (options.steps, options.step_size, options.eps, options.seed) == (
-        MAIN_JOB["steps"], MAIN_JOB["step_size"], ("8/255",), 0)
+    assert (options.iterations, options.step_size, options.eps, options.seed) == (
+        MAIN_JOB["iterations"], MAIN_JOB["step_size"], ("8/255",), 0)
