@@ -13,9 +13,9 @@ DEFAULT_CACHE = Path.home() / ".cache" / "art-purifiers" / "adversarial"
 #: What ``art-purifiers evaluate`` runs when no defence, threat model or attack is named: the package's point in
 #: about a minute on 2 CPU cores (docs/results.md has the timing).
 MAIN_JOB = {"defence": ["irad", "resampling"], "threat": ["clean", "oblivious", "adaptive"], "attack": ["pgd"],
-            "steps": 20, "step_size": "2/255", "n": 100}
+            "iterations": 20, "step_size": "2/255", "n": 100}
 #: Defaults of the options that the main job sets, for any other evaluation.
-DEFAULTS = {"defence": ["resampling"], "threat": ["clean", "oblivious"], "attack": ["autoattack"], "steps": 100}
+DEFAULTS = {"defence": ["resampling"], "threat": ["clean", "oblivious"], "attack": ["autoattack"], "iterations": 100}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -29,6 +29,19 @@ class HelpFormatter(argparse.HelpFormatter):
             return text
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
         return f"{text} (default: {shown})"
+
+
+class DeprecatedAlias(argparse.Action):
+    """A former spelling of an option (``--steps`` for ``--iterations``): stores the value under the option's
+    ``dest`` and notes the spelling, so :func:`main` can warn once logging is configured."""
+
+    def __init__(self, option_strings, dest, current: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.deprecated = [*getattr(namespace, "deprecated", []), (option_string, self.current)]
 
 
 def _evaluate_parser(sub) -> None:
@@ -72,8 +85,9 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--eps", nargs="+", default=["8/255"],
                    help="budgets on the [0, 1] pixel scale, e.g. 2/255 4/255 8/255 (one row each); under L-inf a "
                    "value above 1 without '/' is refused (8 is almost surely 8/255)")
-    p.add_argument("--steps", "--iterations", dest="steps", type=int, default=None,
+    p.add_argument("--iterations", type=int, default=None,
                    help="iterations of iterative attacks (default: 100; main job: 20)")
+    p.add_argument("--steps", dest="iterations", type=int, action=DeprecatedAlias, current="--iterations")
     p.add_argument("--step-size", default=None, help="PGD/BIM/MI-FGSM/C&W step (default eps/4; main job: 2/255)")
     p.add_argument("--no-random-start", action="store_true", help="PGD and C&W start at the clean image")
     p.add_argument("--eot-draws", type=int, default=8, help="draws averaged by the eot threat model")
@@ -156,7 +170,7 @@ def _apply_main_job(args: argparse.Namespace) -> None:
     main_job = args.defence is None and args.threat is None and args.attack is None
     args.main_job = main_job
     settings = MAIN_JOB if main_job else DEFAULTS
-    for key in ("defence", "threat", "attack", "steps"):
+    for key in ("defence", "threat", "attack", "iterations"):
         if getattr(args, key) is None:
             setattr(args, key, settings[key])
     if main_job:
@@ -171,7 +185,7 @@ def _check_evaluate_args(args: argparse.Namespace) -> None:
     _apply_main_job(args)
     args.eps_values = [_budget("--eps", text, args.norm) for text in args.eps]
     args.step_size_value = None if args.step_size is None else _budget("--step-size", args.step_size, args.norm)
-    for option, minimum in (("n", 1), ("steps", 1), ("eot_draws", 1), ("queries", 1), ("batch_size", 1),
+    for option, minimum in (("n", 1), ("iterations", 1), ("eot_draws", 1), ("queries", 1), ("batch_size", 1),
                             ("seed", 0), ("protocol_draws", 2), ("draws_per_forward", 1)):
         if getattr(args, option) is not None:
             check_integer(f"--{option.replace('_', '-')}", getattr(args, option), minimum=minimum)
@@ -270,7 +284,7 @@ def _evaluation_settings(args: argparse.Namespace, first: int, shard: tuple[int,
     from art_purifiers.evaluation import AttackSpec, DataSlice, EvaluationSettings
     from art_purifiers.evaluation.names import THREATS
 
-    specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.steps, step_size=args.step_size_value,
+    specs = [AttackSpec(name=name, norm=args.norm, eps=eps, steps=args.iterations, step_size=args.step_size_value,
                         random_start=not args.no_random_start, queries=args.queries)
              for name in args.attack for eps in args.eps_values]
     return EvaluationSettings(
@@ -347,8 +361,8 @@ def _train_parser(sub, full: bool) -> None:
         presets = ", ".join(trainer.presets)
         p = methods.add_parser(trainer.method, help=f"{trainer.summary} (presets: {presets})",
                                description=f"{trainer.summary}. Presets: {presets}.", formatter_class=HelpFormatter)
-        p.add_argument("--preset", default=trainer.default_preset, choices=list(trainer.presets),
-                       help="the settings to start from")
+        p.add_argument("--preset", default=trainer.default_preset, choices=[*trainer.presets, *trainer.renamed_presets],
+                       metavar="{" + ",".join(trainer.presets) + "}", help="the settings to start from")
         p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                        help="change a setting of the preset (repeatable), e.g. --set stage1_iterations=100")
         p.add_argument("--data-root", default=None,
@@ -379,6 +393,7 @@ def run_train(args: argparse.Namespace) -> int:
               if key.startswith("field_") and value is not None]
     if args.n_train is not None:
         fields.append(f"images={check_integer('--n-train', args.n_train, minimum=1)}")
+    args.preset = trainer.preset_name(args.preset)
     config = apply_overrides(trainer.presets[args.preset], [*fields, *args.assignments])
     _check_device(args.device)
     run_device(args.device, getattr(config, "precision", "fp32"))  # e.g. tf32 on the CPU, refused before loading
@@ -650,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     _plot_parser(sub)
     args = parser.parse_args(argv)
     _configure_logging(args)
+    for old, current in getattr(args, "deprecated", []):
+        logging.getLogger("art_purifiers.cli").warning("%s is deprecated; it is %s now (one word per idea, see the "
+                                                       "glossary).", old, current)
     handlers = {"evaluate": run_evaluate, "train": run_train, "merge": run_merge, "convert-victim": run_convert_victim,
                 "plot": run_plot, "defences": run_defences, "import-weights": run_import_weights,
                 "run": run_experiment_file}

@@ -16,7 +16,8 @@ skips what exists. ``--summary`` writes the table (JSON) from whatever shards ex
         --summary docs/results/dip_full_gradient.json > runs/dip_full_gradient.log 2>&1 &
 
 The images are CIFAR-10 test images ``--first`` .. ``--first + --images - 1`` (the bundled sample holds 0..199;
-``--data-root`` or ``CIFAR10_ROOT`` for more). ``benchmarks/dip_full_gradient_gpu.sh`` runs it at the defaults.
+``--data-root`` or ``$ART_PURIFIERS_CIFAR10`` for more). ``benchmarks/dip_full_gradient_gpu.sh`` runs it at the
+defaults.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from art_purifiers.data import load_sample
-from art_purifiers.data.cifar10 import load_cifar10
+from art_purifiers.data.cifar10 import ROOT_ENV, load_cifar10, resolve_cifar10_root
 from art_purifiers.defences.dip import DIPDefendPreprocessor, DIPPreprocessor
 from art_purifiers.evaluation.attacks import AttackSpec
 from art_purifiers.models import load_victim
@@ -69,11 +70,10 @@ def make_defence(name: str, args: argparse.Namespace, victim: torch.nn.Module, *
 
 def load_images(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     stop = args.first + args.images
-    root = args.data_root or os.environ.get("CIFAR10_ROOT")
-    if root is None:
+    if args.data_root is None and not os.environ.get(ROOT_ENV):
         x, y = load_sample(stop)
         return x[args.first :], y[args.first :]
-    return load_cifar10(root, "test", range(args.first, stop))
+    return load_cifar10(resolve_cifar10_root(args.data_root), "test", range(args.first, stop))
 
 
 def seed_everything(seed: int) -> None:
@@ -192,7 +192,8 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=positive, default=10, help="full gradient's k (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=positive, default=1, help="torch threads (default 1)")
-    parser.add_argument("--data-root", default=None, help="CIFAR-10 folder (default: CIFAR10_ROOT or the sample)")
+    parser.add_argument("--data-root", default=None,
+                        help=f"CIFAR-10 folder (default: ${ROOT_ENV}, else the bundled sample)")
     parser.add_argument("--out", type=Path, required=True, help="folder of the shards")
     parser.add_argument("--summary", type=Path, help="write the table (JSON) here")
     parser.add_argument("--summary-only", action="store_true", help="only write the table from existing shards")

@@ -121,7 +121,7 @@ DRY_RUN = Sizes(
     repeats=1, agreement=("resampling:seed=0", "irad:seed=0", "dir:seed=0", "dipdefend:iterations=3,seed=0"),
     agreement_images=2, pgd=("none", "irad"), pgd_images=2, pgd_iterations=2,
     trainer_preset="smoke", trainer_warmup=1, trainer_seconds=0.0, trainer_iterations=(1, 1),
-    evaluate=("--n", "2", "--steps", "1"),
+    evaluate=("--n", "2", "--iterations", "1"),
     budgets={name: 120 for name in SECTIONS},
 )
 

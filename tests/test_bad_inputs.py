@@ -342,7 +342,7 @@ BAD_EVALUATE = [
     ("shard-out-of-range", ["--shard", "5/3"], "--shard must be I/N"),
     ("shard-text", ["--shard", "abc"], "--shard must be I/N"),
     ("device-unknown", ["--device", "tpu"], "--device must be cpu or cuda"),
-    ("steps-zero", ["--steps", "0"], "--steps must be an integer"),
+    ("iterations-zero", ["--iterations", "0"], "--iterations must be an integer"),
     ("queries-zero", ["--queries", "0"], "--queries must be an integer"),
     ("unknown-defence", ["--defence", "nope"], "Unknown defence 'nope'"),
     ("unknown-parameter", ["--defence", "resampling:foo=1"], r"Unknown parameter\(s\) \['foo'\]"),
@@ -539,7 +539,7 @@ def test_truncated_progress_file_under_the_command_line(capsys, tmp_path, monkey
     monkeypatch.setitem(autoattack.__dict__, "_original_load_progress", autoattack.load_progress)
     monkeypatch.setattr(autoattack, "load_progress", load)
     error = _cli_error(capsys, ["evaluate", "--quiet", "--n", "2", "--defence", "resampling", "--threat", "oblivious",
-                                "--attack", "autoattack", "--steps", "1", "--cache-dir", str(tmp_path / "cache")])
+                                "--attack", "autoattack", "--iterations", "1", "--cache-dir", str(tmp_path / "cache")])
     assert "key.partial.npz is not readable" in error
 
 

@@ -154,7 +154,7 @@ def test_model_changing_double_runs_through_cli_under_every_threat(tmp_path):
     try:
         out = tmp_path / "table.json"
         code = main(["evaluate", "--quiet", "--defence", "embedding-identity", "--n", "4", "--threat", *THREATS,
-                     "--attack", "pgd", "--steps", "2", "--queries", "30", "--no-cache", "--json", str(out)])
+                     "--attack", "pgd", "--iterations", "2", "--queries", "30", "--no-cache", "--json", str(out)])
     finally:
         unregister_method("embedding-identity")
     assert code == 0

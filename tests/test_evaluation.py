@@ -248,6 +248,19 @@ def test_rows_over_deployment_seeds_collapse_to_mean_and_spread():
     assert collapsed.rows[2].ra == 20.0  # an unseeded random row is not a seed group
 
 
+def test_rows_over_deployment_seeds_keep_what_every_seed_noted():
+    def row(seed, note, threat="clean"):
+        return ResultRow.from_counts(f"dir:seed={seed}", threat, "worst of 4", 50, None, 100, 1.0, note,
+                                     {"seed": seed}, {})
+
+    table = ResultTable([row(0, "worst of 4 draws (seeds 0); mean 60%"), row(1, "worst of 4 draws (seeds 1); mean 62%"),
+                         row(0, "same", "oblivious"), row(1, "same", "oblivious"), row(0, "", "eot"), row(1, "", "eot"),
+                         row(0, "only seed 0", "bpda"), row(1, "", "bpda")])
+    notes = [r.note.partition("); ")[2] for r in table.over_seeds().rows]
+    assert notes == ["seed 0: worst of 4 draws (seeds 0); mean 60% / seed 1: worst of 4 draws (seeds 1); mean 62%",
+                     "same", "", "seed 0: only seed 0 / seed 1: -"]
+
+
 def test_merge_of_shards_equals_counts(tiny_model, images, labels):
     spec = AttackSpec("fgsm")
     defences = {"r": ResamplingPreprocessor(device_type="cpu")}

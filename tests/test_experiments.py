@@ -21,6 +21,7 @@ from art_purifiers.evaluation.experiments import (
     parse_experiment,
     run_experiment,
 )
+from art_purifiers.evaluation.recorded import check_declares
 from art_purifiers.evaluation.report import ResultTable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +132,9 @@ BAD = [
     ("[evaluation]\neps = ['nan']\n", "evaluation.eps must be a number or a fraction"),
     ("[evaluation]\nstep_size = '1/0'\n", "evaluation.step_size must be a number or a fraction"),
     ("[evaluation]\nnorm = '1'\n", "evaluation.norm must be one of"),
-    ("[evaluation]\nsteps = 0\n", "evaluation.steps must be an integer in [1, inf)"),
+    ("[evaluation]\niterations = 0\n", "evaluation.iterations must be an integer in [1, inf)"),
+    ("[evaluation]\nsteps = 0\n", "evaluation.iterations must be an integer in [1, inf)"),
+    ("[evaluation]\nsteps = 3\niterations = 3\n", "evaluation.steps is the former name of evaluation.iterations"),
     ("[evaluation]\neot_draws = 2.0\n", "evaluation.eot_draws must be an integer"),
     ("[evaluation]\nqueries = -3\n", "evaluation.queries must be an integer in [1, inf)"),
     ("[evaluation]\nprotocols = ['worse']\n", "evaluation.protocols must be one of"),
@@ -234,44 +237,17 @@ def test_every_results_table_has_its_experiment():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_experiment_declares_its_recorded_table(path):
     """The experiment file and the recorded table are equivalent declarations: the same victim, data slice, seed,
-    attack settings, defences (row names), threat models, EOT draws and HopSkipJump queries."""
-    experiment = load_experiment(path)
-    table = ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json")
-    options, meta = experiment.evaluation, table.meta
-    assert (meta["victim"], meta["seed"], meta["n"]) == (options.victim, options.seed, experiment.data.images)
-    assert meta["images"] == [0, experiment.data.images - 1]
-    assert meta.get("split", "test") == experiment.data.split
-    assert meta.get("shards", 1) == experiment.data.shards
-    assert meta.get("source") == (options.source if "transfer" in options.threats else None)
-    assert meta["attacks"] == [spec.settings() for spec in options.attack_specs()]
-    specs = [experiment.renamed.get(spec, spec) for spec in options.defences]
-    if len(options.deployment_seeds) <= 1:
-        specs = [experiment.renamed.get(spec, spec) for spec in options.defence_specs()]
-    bare = ["none"] if {"clean", "oblivious", "transfer"} & set(options.threats) else []
-    assert list(dict.fromkeys(r.defence for r in table.rows)) == [*bare, *specs]
-    assert list(dict.fromkeys(r.threat for r in table.rows)) == list(options.threats)
-    for row in table.rows:
-        protocol = row.attack_params.get("protocol")
-        attack = row.attack
-        if protocol is not None:  # a test-time protocol's row: its attack's label, then " [worst of N]"
-            assert protocol in options.protocols and row.attack_params["protocol_draws"] == options.protocol_draws
-            suffix = f"{protocol} of {options.protocol_draws}"
-            assert attack == suffix if row.threat == "clean" else attack.endswith(f" [{suffix}]")
-            attack = attack.removesuffix(f" [{suffix}]")
-        if row.threat == "eot" and row.ra is not None:
-            assert attack.endswith(f" eot={options.eot_draws}")
-        if row.threat == "decision":
-            assert row.attack.startswith(f"hopskipjump-{options.queries}q ")
-    if len(options.deployment_seeds) > 1:
-        seeds = ",".join(map(str, options.deployment_seeds))
-        assert all(r.defence_params.get("seed") == seeds for r in table.rows if r.defence != "none")
+    attack settings, defences (row names), threat models, attack of every row, EOT draws, HopSkipJump queries and
+    protocols (:func:`~art_purifiers.evaluation.recorded.check_declares`, which also checks each recorded shard
+    before ``adopt_shards`` keys it)."""
+    check_declares(load_experiment(path), ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json"))
 
 
 @pytest.mark.parametrize("path", [p for p in EXPERIMENTS if (REPO / "docs" / "results" / "shards" / p.stem).is_dir()],
                          ids=lambda p: p.stem)
 def test_recorded_shards_merge_into_their_table(path):
     """The shards kept under docs/results/shards/NAME/ (I-of-N.json) are those of the recorded table: merged as
-    ``art-purifiers run`` merges them, they give its counts."""
+    ``art-purifiers run`` merges them, they give its counts and notes."""
     experiment = load_experiment(path)
     folder = REPO / "docs" / "results" / "shards" / path.stem
     files = [folder / f"{i}-of-{experiment.data.shards}.json" for i in range(experiment.data.shards)]
@@ -279,8 +255,8 @@ def test_recorded_shards_merge_into_their_table(path):
     if len(experiment.evaluation.deployment_seeds) > 1:
         merged = merged.over_seeds()
     recorded = ResultTable.read(REPO / "docs" / "results" / f"{path.stem}.json")
-    assert [(r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in merged.rows] == [
-        (r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra) for r in recorded.rows]
+    assert [(r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra, r.note) for r in merged.rows] == [
+        (r.key, r.sa_correct, r.ra_correct, r.n, r.sa, r.ra, r.note) for r in recorded.rows]
     assert recorded.meta["provenance"]["experiment"] == f"experiments/{path.name}"
 
 
@@ -293,5 +269,5 @@ def test_main_experiment_is_the_main_job():
     assert (experiment.data.source, experiment.data.images) == ("bundled", MAIN_JOB["n"])
     assert (list(options.defences), list(options.threats), list(options.attacks)) == (
         MAIN_JOB["defence"], MAIN_JOB["threat"], MAIN_JOB["attack"])
-    assert (options.steps, options.step_size, options.eps, options.seed) == (
-        MAIN_JOB["steps"], MAIN_JOB["step_size"], ("8/255",), 0)
+    assert (options.iterations, options.step_size, options.eps, options.seed) == (
+        MAIN_JOB["iterations"], MAIN_JOB["step_size"], ("8/255",), 0)

@@ -76,14 +76,14 @@ def test_run_context_checks_the_device(tmp_path):
 
 
 def test_overrides_are_typed_and_checked():
-    config = apply_overrides(PRESETS["small"], ["stage1_iterations=7", "task=gaussian", "hidden=(8, 8)",
+    config = apply_overrides(PRESETS["cpu"], ["stage1_iterations=7", "task=gaussian", "hidden=(8, 8)",
                                                 "stage1_lr=1e-3"])
     assert (config.stage1_iterations, config.task, config.hidden, config.stage1_lr) == (7, "gaussian", (8, 8), 1e-3)
     for bad, message in [("nope=1", "Unknown setting"), ("stage1_iterations=1.5", "integer"),
                          ("stage1_lr=1e999", "finite"), ("task=typo", "task must be one of"), ("seed", "key=value"),
                          ("stage1_batch=0", "stage1_batch")]:
         with pytest.raises(ValueError, match=message):
-            apply_overrides(PRESETS["small"], [bad])
+            apply_overrides(PRESETS["cpu"], [bad])
 
 
 def test_pairs_key_names_their_inputs(tmp_path):

@@ -44,9 +44,14 @@ SPLITS = ("test", "train")
 BUNDLED_SOURCE = "bundled sample"
 _TOP_KEYS = ("description", "data", "evaluation", "recorded")
 _DATA_KEYS = ("source", "split", "images", "shards")
-_EVALUATION_KEYS = ("victim", "source", "defences", "deployment_seeds", "threats", "attacks", "norm", "eps", "steps",
-                    "step_size", "random_start", "eot_draws", "queries", "protocols", "protocol_draws",
-                    "draws_per_forward", "seed", "batch_size")
+_EVALUATION_KEYS = ("victim", "source", "defences", "deployment_seeds", "threats", "attacks", "norm", "eps",
+                    "iterations", "step_size", "random_start", "eot_draws", "queries", "protocols", "protocol_draws",
+                    "draws_per_forward", "seed", "batch_size", "steps")
+#: Keys renamed to one word per idea (docs/glossary.md), ``{former: current}``: a file with the former key still reads.
+_RENAMED_KEYS = {"steps": "iterations"}
+#: The declaration names renamed options as they were named when shard keys were first computed, so that the keys of
+#: shards recorded before a renaming are unchanged (``{current: name in the declaration}``).
+_DECLARED_AS = {current: former for former, current in _RENAMED_KEYS.items()}
 _RECORDED_KEYS = ("renamed",)
 
 
@@ -94,7 +99,7 @@ class EvaluationOptions:
     attacks: tuple[str, ...] = ("autoattack",)
     norm: str = "inf"
     eps: tuple[str, ...] = ("8/255",)
-    steps: int = 100
+    iterations: int = 100
     step_size: str | None = None
     random_start: bool = True
     eot_draws: int = 8
@@ -123,7 +128,7 @@ class EvaluationOptions:
             parse_budget("evaluation.step_size", self.step_size, self.norm)
         if not isinstance(self.random_start, bool):
             raise ValueError(f"evaluation.random_start must be true or false, got {self.random_start!r}.")
-        for name in ("steps", "eot_draws", "queries", "batch_size"):
+        for name in ("iterations", "eot_draws", "queries", "batch_size"):
             check_integer(f"evaluation.{name}", getattr(self, name), minimum=1)
         for protocol in _check_texts("evaluation.protocols", self.protocols):
             check_choice("evaluation.protocols", protocol, PROTOCOLS)
@@ -161,7 +166,7 @@ class EvaluationOptions:
         from art_purifiers.evaluation.attacks import AttackSpec
 
         step = None if self.step_size is None else parse_budget("step_size", self.step_size, self.norm)
-        return [AttackSpec(name=name, norm=self.norm, eps=parse_budget("eps", eps, self.norm), steps=self.steps,
+        return [AttackSpec(name=name, norm=self.norm, eps=parse_budget("eps", eps, self.norm), steps=self.iterations,
                            step_size=step, random_start=self.random_start, queries=self.queries)
                 for name in self.attacks for eps in self.eps]
 
@@ -182,8 +187,11 @@ class Experiment:
     path: str = ""
 
     def declaration(self) -> dict:
-        """What determines the table's numbers (data slice and evaluation options), as plain JSON."""
-        return {"data": asdict(self.data), "evaluation": asdict(self.evaluation)}
+        """What determines the table's numbers (data slice and evaluation options), as plain JSON; renamed options
+        under the name they had when shard keys were first computed (``iterations`` as ``steps``), so that the keys
+        stay those of the recorded shards."""
+        evaluation = {_DECLARED_AS.get(key, key): value for key, value in asdict(self.evaluation).items()}
+        return {"data": asdict(self.data), "evaluation": evaluation}
 
 
 def parse_budget(name: str, text, norm: str) -> float:
@@ -216,6 +224,18 @@ def _check_texts(name: str, values) -> tuple[str, ...]:
     return tuple(values)
 
 
+def _current_keys(options: dict) -> dict:
+    """``options`` with former key names (``steps``) under their current names (``iterations``)."""
+    options = dict(options)
+    for former, current in _RENAMED_KEYS.items():
+        if former in options:
+            if current in options:
+                raise ValueError(f"evaluation.{former} is the former name of evaluation.{current}; give {current} "
+                                 f"alone")
+            options[current] = options.pop(former)
+    return options
+
+
 def _table(document: dict, key: str, allowed: Sequence[str], where: str) -> dict:
     """The TOML table ``document[key]`` (empty when absent), refusing keys outside ``allowed``."""
     value = document.get(key, {})
@@ -242,7 +262,7 @@ def parse_experiment(text: str, name: str, path: str = "") -> Experiment:
         if not isinstance(description, str):
             raise ValueError(f"description must be text, got {description!r}")
         data = DeclaredImages(**_table(document, "data", _DATA_KEYS, ""))
-        options = _table(document, "evaluation", _EVALUATION_KEYS, "")
+        options = _current_keys(_table(document, "evaluation", _EVALUATION_KEYS, ""))
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
         evaluation = EvaluationOptions(**options)
         renamed = _table(document, "recorded", _RECORDED_KEYS, "").get("renamed", {})

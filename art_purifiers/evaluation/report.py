@@ -26,6 +26,17 @@ def _without_seed(spec: str) -> str:
     return name + (":" + ",".join(kept) if kept else "")
 
 
+def _notes_of_seeds(rows: list[ResultRow]) -> str:
+    """The notes of one defence's rows over deployment seeds, to append to the mean's note: ``""`` when none has
+    one, ``"; NOTE"`` when all agree, else ``"; seed 0: NOTE / seed 1: NOTE"`` (per-seed counts differ)."""
+    notes = [row.note for row in rows]
+    if not any(notes):
+        return ""
+    if len(set(notes)) == 1:
+        return f"; {notes[0]}"
+    return "; " + " / ".join(f"seed {row.defence_params['seed']}: {row.note or '-'}" for row in rows)
+
+
 def _readable(key: str, value) -> str:
     """A setting of the table's footer as plain text: no Python dictionaries or lists; budgets as fractions of 255;
     fingerprints shortened (the JSON keeps them whole)."""
@@ -183,7 +194,8 @@ class ResultTable:
     def over_seeds(self) -> ResultTable:
         """The table with the rows of one random defence deployed with several seeds (the same settings but
         ``seed``, the same threat model and attack) collapsed into one row: SA and RA are the means over the seeds,
-        the note gives their min..max and the seeds. Other rows are kept as they are."""
+        the note gives their min..max, the seeds and what each seed's note said (once when they agree). Other rows
+        are kept as they are."""
         groups: dict[tuple, list[ResultRow]] = {}
         for row in self.rows:
             params = {k: v for k, v in row.defence_params.items() if k != "seed"}
@@ -201,8 +213,7 @@ class ResultTable:
             if all(r.ra is not None for r in rows):
                 robust = sum(r.ra for r in rows) / len(rows)
                 spread.append(f"RA {min(r.ra for r in rows):.1f}..{max(r.ra for r in rows):.1f}")
-            note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + (f"; {rows[0].note}" if rows[0].note
-                                                                                  else "")
+            note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + _notes_of_seeds(rows)
             table.add(ResultRow(name, threat, attack, sum(r.sa for r in rows) / len(rows), robust, rows[0].n,
                                 rows[0].seconds, note, {**rows[0].defence_params, "seed": seeds},
                                 rows[0].attack_params))

@@ -95,13 +95,14 @@ class IRADTrainingConfig:
                 "samplenet_hidden": list(self.samplenet_hidden), "max_shift": self.max_shift}
 
 
-#: ``small`` (default): a CPU preset; the shipped ``irad_cifar10`` weights took 69 minutes of CPU time on one thread
-#: (docs/defences/irad.md). ``paper``: the paper's networks and schedule (DISCO-length stage 1), sized for a GPU.
-#: ``smoke``: tiny networks on 256 images, a minute on a CPU core: checks that a run works end to end.
+#: ``cpu`` (default; called ``small`` before, a name still accepted): the CPU preset; the shipped ``irad_cifar10``
+#: weights took 69 minutes of CPU time on one thread (docs/defences/irad.md). ``paper``: the paper's networks and
+#: schedule (DISCO-length stage 1), sized for a GPU. ``smoke``: tiny networks on 256 images, a minute on a CPU core:
+#: checks that a run works end to end.
 PRESETS = {
-    "small": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128),
-                                pgd_iterations=10, stage1_iterations=1500, stage1_batch=32, stage2_iterations=400,
-                                stage2_batch=32, checkpoint_every=100),
+    "cpu": IRADTrainingConfig(blocks=4, features=32, hidden=(128, 128), samplenet_hidden=(128, 128),
+                              pgd_iterations=10, stage1_iterations=1500, stage1_batch=32, stage2_iterations=400,
+                              stage2_batch=32, checkpoint_every=100),
     "paper": IRADTrainingConfig(),
     "smoke": IRADTrainingConfig(blocks=1, features=16, hidden=(32,), samplenet_hidden=(32,), pgd_iterations=2,
                                 stage1_iterations=20, stage1_batch=16, stage2_iterations=10, stage2_batch=16,
@@ -274,6 +275,7 @@ TRAINER = Trainer(
     method="irad",
     summary="IRAD: implicit representation (stage 1), then SampleNet (stage 2)",
     presets=PRESETS,
+    renamed_presets={"small": "cpu"},
     run=run,
     options={"source": ("resnet32", "classifier the pairs are crafted on and SampleNet is trained through: a bundled "
                                     "victim (resnet20, resnet32, resnet20-at) or a checkpoint path")},

@@ -77,6 +77,8 @@ class Trainer:
     :param presets: ``{name: configuration}``; configurations are frozen dataclasses that check themselves.
     :param run: ``run(config, job) -> report`` trains, writes ``job.export`` when set and returns a JSON-able report.
     :param options: The trainer's own string options, ``{name: (default, help)}``.
+    :param renamed_presets: Former preset names, ``{old: new}``: ``--preset OLD`` still means NEW, with a warning,
+        so commands written before the renaming keep their meaning.
     """
 
     method: str
@@ -84,10 +86,29 @@ class Trainer:
     presets: Mapping[str, object]
     run: Callable[[object, TrainingJob], dict]
     options: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    renamed_presets: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.renamed_presets) & set(self.presets) or not set(self.renamed_presets.values()) <= set(self.presets):
+            raise ValueError(f"{self.method}: renamed_presets must map former names to presets, got "
+                             f"{dict(self.renamed_presets)}.")
 
     @property
     def default_preset(self) -> str:
         return next(iter(self.presets))
+
+    def preset_name(self, name: str) -> str:
+        """The preset ``name`` means: itself, or the new name of a renamed preset (with a warning).
+
+        :raises ValueError: ``name`` is no preset of this trainer.
+        """
+        if name in self.renamed_presets:
+            _LOG.warning("--preset %s is deprecated; it is %s now (the CPU preset of every trainer, see the glossary).",
+                         name, self.renamed_presets[name])
+            return self.renamed_presets[name]
+        if name not in self.presets:
+            raise ValueError(f"{self.method} has no preset {name!r}; presets: {list(self.presets)}.")
+        return name
 
 
 def provenance(report: dict, *extra: str) -> dict:
