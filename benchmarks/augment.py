@@ -136,11 +136,6 @@ def time_functions(plan: dict, repeats: int, device: torch.device, head: torch.n
     return rows
 
 
-def _irad(preset: str) -> str:
-    """IRAD's name for a preset (its CPU preset is ``small``)."""
-    return "small" if preset == "cpu" else preset
-
-
 def _plan(presets: tuple[str, ...], quick: bool) -> dict:
     """Per preset, each function's batch as that preset trains it and the size of IDFR's pools (the CPU preset's
     7568 training images with one adversarial example each; the paper's 50k with every setting)."""
@@ -149,7 +144,7 @@ def _plan(presets: tuple[str, ...], quick: bool) -> dict:
         pairs = idfr.PRESETS[preset]
         images = 500 if quick else 7568 if pairs.examples_per_image else 50_000
         plan[preset] = {"batches": {"victim_at_crops_and_flips": victim_at.PRESETS[preset].batch,
-                                    "irad_inpainting": irad.PRESETS[_irad(preset)].stage1_batch,
+                                    "irad_inpainting": irad.PRESETS[preset].stage1_batch,
                                     "idfr_convex_pairs": pairs.restorer_batch},
                         "pool": (images, pairs.examples_per_image or len(pairs.settings()))}
     return plan
@@ -170,7 +165,7 @@ def time_steps(preset: str, iterations: dict[str, int], folder: str, head: torch
     x = rng.uniform(size=(2 * config.batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, len(x))
     seconds = {"victim_at_crops_and_flips": victim_at.train_victim_at(config, x, y, f"{folder}/victim")[1]["seconds"]}
-    config = dataclasses.replace(irad.PRESETS[_irad(preset)], task="inpainting",
+    config = dataclasses.replace(irad.PRESETS[preset], task="inpainting",
                                  stage1_iterations=iterations["irad_inpainting"], stage2_iterations=0, **never)
     report = irad.train_irad(config, x, y, torch.nn.Identity(), f"{folder}/irad")[2]
     seconds["irad_inpainting"] = report["stage1_seconds"]
