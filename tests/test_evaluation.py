@@ -261,6 +261,17 @@ def test_rows_over_deployment_seeds_keep_what_every_seed_noted():
                      "same", "", "seed 0: only seed 0 / seed 1: -"]
 
 
+def test_merged_shards_keep_what_every_shard_noted():
+    def shard(index, note):
+        row = ResultRow.from_counts("dir:seed=0", "clean", "worst of 4", 5, None, 10, 1.0, note, {"seed": 0}, {})
+        return ResultTable([row], meta={"shard": [index, 2], "images": [10 * index, 10 * index + 9]})
+
+    assert ResultTable.merge([shard(0, "same"), shard(1, "same")]).rows[0].note == "same"
+    assert ResultTable.merge([shard(0, "mean 60%"), shard(1, "mean 70%")]).rows[0].note == (
+        "shard 0: mean 60% / shard 1: mean 70%")
+    assert ResultTable.merge([shard(0, ""), shard(1, "")]).rows[0].note == ""
+
+
 def test_merge_of_shards_equals_counts(tiny_model, images, labels):
     spec = AttackSpec("fgsm")
     defences = {"r": ResamplingPreprocessor(device_type="cpu")}

@@ -26,15 +26,14 @@ def _without_seed(spec: str) -> str:
     return name + (":" + ",".join(kept) if kept else "")
 
 
-def _notes_of_seeds(rows: list[ResultRow]) -> str:
-    """The notes of one defence's rows over deployment seeds, to append to the mean's note: ``""`` when none has
-    one, ``"; NOTE"`` when all agree, else ``"; seed 0: NOTE / seed 1: NOTE"`` (per-seed counts differ)."""
-    notes = [row.note for row in rows]
+def _joined_notes(labels: list[str], notes: list[str]) -> str:
+    """The notes of rows combined into one (shards of a table, deployment seeds of a defence): ``""`` when none has
+    one, the note when all agree, else ``"LABEL: NOTE / LABEL: NOTE"`` (per-shard or per-seed counts differ)."""
     if not any(notes):
         return ""
     if len(set(notes)) == 1:
-        return f"; {notes[0]}"
-    return "; " + " / ".join(f"seed {row.defence_params['seed']}: {row.note or '-'}" for row in rows)
+        return notes[0]
+    return " / ".join(f"{label}: {note or '-'}" for label, note in zip(labels, notes, strict=True))
 
 
 def _readable(key: str, value) -> str:
@@ -183,12 +182,14 @@ class ResultTable:
             meta["images"] = [first, last]
             meta["data"] = describe_data(meta.get("data_source", "?"), first, last, split=meta.get("split", "test"))
         merged = cls(meta=meta)
+        labels = [f"shard {t.meta['shard'][0]}" if "shard" in t.meta else f"table {i}" for i, t in enumerate(tables)]
         for rows in zip(*(t.rows for t in tables), strict=True):
             first = rows[0]
             robust = None if first.ra_correct is None else sum(r.ra_correct for r in rows)
             merged.add(ResultRow.from_counts(first.defence, first.threat, first.attack, sum(r.sa_correct for r in rows),
-                                             robust, sum(r.n for r in rows), sum(r.seconds for r in rows), first.note,
-                                             first.defence_params, first.attack_params))
+                                             robust, sum(r.n for r in rows), sum(r.seconds for r in rows),
+                                             _joined_notes(labels, [r.note for r in rows]), first.defence_params,
+                                             first.attack_params))
         return merged
 
     def over_seeds(self) -> ResultTable:
@@ -213,7 +214,8 @@ class ResultTable:
             if all(r.ra is not None for r in rows):
                 robust = sum(r.ra for r in rows) / len(rows)
                 spread.append(f"RA {min(r.ra for r in rows):.1f}..{max(r.ra for r in rows):.1f}")
-            note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + _notes_of_seeds(rows)
+            notes = _joined_notes([f"seed {row.defence_params['seed']}" for row in rows], [row.note for row in rows])
+            note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + (f"; {notes}" if notes else "")
             table.add(ResultRow(name, threat, attack, sum(r.sa for r in rows) / len(rows), robust, rows[0].n,
                                 rows[0].seconds, note, {**rows[0].defence_params, "seed": seeds},
                                 rows[0].attack_params))
