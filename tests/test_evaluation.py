@@ -38,6 +38,9 @@ def rows_by(table: ResultTable) -> dict[tuple[str, str], object]:
 def test_parse_eps():
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     assert parse_eps("0.5") == 0.5 and parse_eps(0.25) == 0.25
+    for bad in ("8", "-1/255", "x", float("nan"), 0.0, -0.1, float("inf")):
+        with pytest.raises(ValueError):
+            parse_eps(bad)
 
 
 def test_defence_spec_parsing():

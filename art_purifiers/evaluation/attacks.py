@@ -10,17 +10,21 @@ import numpy as np
 from art.attacks.evasion import DeepFool, FastGradientMethod, ProjectedGradientDescent
 from art.estimators.classification import PyTorchClassifier
 
-from art_purifiers.checks import check_integer
+from art_purifiers.checks import check_integer, check_number
 from art_purifiers.evaluation.autoattack import StandardAutoAttack
 from art_purifiers.evaluation.decision import BudgetedHopSkipJump
+from art_purifiers.evaluation.experiments import parse_budget
 from art_purifiers.evaluation.losses import CWMarginLoss, with_loss
 from art_purifiers.evaluation.names import ATTACKS, AUTOATTACKS
 from art_purifiers.evaluation.norms import within_budget
 
 
-def parse_eps(text: str | float) -> float:
-    """``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5."""
-    return float(Fraction(text)) if isinstance(text, str) else float(text)
+def parse_eps(text: str | float, norm: str = "inf") -> float:
+    """A budget or step size: text (``"8/255"`` -> 0.0313..., ``"0.5"`` -> 0.5; checked as
+    :func:`~art_purifiers.evaluation.experiments.parse_budget` checks it) or a positive finite number."""
+    if isinstance(text, str):
+        return parse_budget("eps", text, norm)
+    return check_number("eps", text, minimum=0, open_minimum=True)
 
 
 def project_to_ball(x: np.ndarray, x_adv: np.ndarray, norm: float, eps: float) -> np.ndarray:
