@@ -341,9 +341,10 @@ def finished_shard(job: ShardJob):
 def run_shard(job: ShardJob) -> str:
     """Run one shard (unless :func:`finished_shard` finds it), write its table and return the file's path."""
     if finished_shard(job) is None:
+        commit = git_commit()  # the code the shard runs: read before it starts, as the checkout may change meanwhile
         table = _evaluate_shard(job)
         table.meta["provenance"] = {"shard_key": job.key, "images_fingerprint": table.meta.pop("images_fingerprint"),
-                                    "machine": machine(), "command": _command_line()}
+                                    "machine": machine(), "command": _command_line(), "git_commit": commit}
         job.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = job.path.with_suffix(".json.tmp")
         temporary.write_text(table.to_json(), encoding="utf-8")
