@@ -361,8 +361,7 @@ def _adam(parameters: list[torch.Tensor], lr: float, device: torch.device) -> to
 
 
 #: Bytes of parameters per flat tensor that Adam updates on the CPU (:class:`_FitOptimiser`): about half a core's L2
-#: cache, so that Adam's dozen passes over a bucket stay in cache (one flat tensor of all 9 MiB of the DIP defence's
-#: parameters at 64 images was slower than the parameters one by one).
+#: cache, so that Adam's dozen passes over a bucket stay in cache (the DIP defence's parameters are 9 MiB at 64 images).
 _ADAM_BUCKET_BYTES = 1 << 20
 
 
