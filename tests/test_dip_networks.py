@@ -155,6 +155,51 @@ def test_dip_trace_in_groups_matches_one_group(monkeypatch, optimise_input):
         torch.testing.assert_close(mse_a, mse_b, atol=1e-6, rtol=1e-4)
 
 
+
+def test_flat_buckets_hold_consecutive_parameters_under_the_limit():
+    net = BatchedSkipNet(3, TINY)
+    net.reset_parameters(generators([0, 1, 2]))
+    parameters = list(net.parameters())
+    values = [p.detach().clone() for p in parameters]
+    limit = 2048
+    buckets = dip._flat_buckets(parameters, limit)
+    assert sum(count for _, count in buckets) == len(parameters) and len(buckets) > 1
+    start = 0
+    for flat, count in buckets:
+        members = parameters[start : start + count]
+        assert flat.numel() == sum(p.numel() for p in members)
+        assert flat.numel() * flat.element_size() <= limit or count == 1
+        offset = 0
+        for parameter in members:  # a view of the flat tensor, at its place, with its values
+            assert parameter.data_ptr() == flat.data_ptr() + offset * flat.element_size()
+            offset += parameter.numel()
+        start += count
+    for parameter, value in zip(parameters, values, strict=True):
+        assert parameter.is_leaf and parameter.requires_grad and torch.equal(parameter, value)
+
+
+@pytest.mark.parametrize("optimise_input", [False, True])
+def test_flat_adam_is_per_parameter_adam_to_the_bit(monkeypatch, optimise_input, one_thread):
+    # On the CPU, dip_trace's Adam updates a few flat tensors that the parameters are views of (here forced into
+    # several, some parameters larger than the limit); torch's Adam over the parameters one by one gives the same bits.
+    monkeypatch.setattr(dip, "_ADAM_BUCKET_BYTES", 1024)
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    got = []
+    dip_trace(images, TINY, 12, generators([1, 2, 3]), optimise_input=optimise_input,
+              on_iteration=lambda t, out, mse: got.append(out))
+    seeds = generators([1, 2, 3])
+    net = BatchedSkipNet(3, TINY)
+    net.reset_parameters(seeds)
+    noise = torch.stack([torch.rand((TINY.input_depth, 16, 16), generator=g) * 0.1 for g in seeds])
+    noise.requires_grad_(optimise_input)
+    adam = torch.optim.Adam([*net.parameters(), *([noise] if optimise_input else [])], lr=0.01, foreach=False)
+    for out_got in got:
+        out = net.train()(noise)
+        ((out - images) ** 2).mean(dim=(1, 2, 3)).sum().backward()
+        adam.step()
+        adam.zero_grad()
+        torch.testing.assert_close(out_got, out.detach(), atol=0, rtol=0)
+
 def test_invalid_configuration():
     with pytest.raises(ValueError, match="one entry per scale"):
         SkipNetConfig(channels=(4, 8), skip=(2,))

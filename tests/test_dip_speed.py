@@ -122,6 +122,7 @@ def test_victim_calls_do_not_grow_with_the_batch():
     for n in (2, 8):
         victim = CountingVictim()
         defence = DIPPreprocessor(victim, "small", keep=2, grid=8, ssim_threshold=-1, warmup=0, device_type="cpu")
+        defence.CPU_VICTIM_IMAGES = 1024  # calls as off the CPU, where the chunks are 256 images or more
         x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(n))
         snaps = x.expand(4, -1, -1, -1, -1)
         decisions = defence.decide(x, snaps)
@@ -180,3 +181,48 @@ def test_dip_trace_with_jitter_blocks_is_the_per_iteration_trace(side, monkeypat
     got = dip_module.dip_snapshots(x, TINY_DIP, iterations, [torch.Generator().manual_seed(s) for s in (8, 9)],
                                    input_jitter=0.05)
     torch.testing.assert_close(got, expected.detach(), atol=0, rtol=0)
+
+
+class ChunkRecordingVictim(nn.Module):
+    """``dip_victim`` recording the size of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.victim, self.sizes = dip_victim(), []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        return self.victim(x)
+
+
+@pytest.mark.parametrize(("m", "sizes"), [(1, [1]), (2, [2]), (32, [32]), (33, [33]), (64, [32, 32]),
+                                          (65, [32, 33]), (70, [32, 32, 6]), (257, [32] * 7 + [33])])
+def test_cpu_victim_chunks_never_split_off_a_lone_image(m, sizes):
+    # Chunks of CPU_VICTIM_IMAGES = 32 on the CPU, a remainder of one joining the chunk before it: a victim may round
+    # a lone image's logits differently (ResNet-20 does), so an image is alone only in a call of one image.
+    victim = ChunkRecordingVictim()
+    defence = DIPPreprocessor(victim, device_type="cpu")
+    images = torch.rand(m, 3, 8, 8, generator=torch.Generator().manual_seed(m))
+    probs = defence._probabilities(images)
+    assert victim.sizes == sizes
+    torch.testing.assert_close(probs, F.softmax(dip_victim()(images), 1) if m > 1 else probs)
+
+
+class PredictingVictim:
+    """An ART-style victim (``predict`` on numpy arrays) recording the size of every call."""
+
+    def __init__(self) -> None:
+        self.sizes = []
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.sizes.append(len(x))
+        return np.zeros((len(x), 10), dtype=np.float32)
+
+
+@pytest.mark.parametrize(("batch_size", "m", "sizes"), [(64, 300, [256, 44]), (64, 257, [257]),
+                                                        (512, 600, [512, 88])])
+def test_other_victims_take_chunks_of_the_batch_size_or_256(batch_size, m, sizes):
+    victim = PredictingVictim()
+    defence = DIPPreprocessor(victim, batch_size=batch_size, device_type="cpu")
+    defence._probabilities(torch.zeros(m, 3, 8, 8))
+    assert victim.sizes == sizes

@@ -202,10 +202,26 @@ class DIPPreprocessor(_DIPDefence):
         if isinstance(self.classifier, nn.Module):
             self.classifier = module_on(self.classifier, device)
 
+    #: Images per call of a torch victim on the CPU: the bundled ResNet-20 classified chunks of 32 CIFAR images in
+    #: about half the time per image of chunks of 256 (on one thread its activations for 32 images stay in cache;
+    #: see ``docs/defences/dip.md``). Other victims and devices take ``max(batch_size, 256)``.
+    CPU_VICTIM_IMAGES = 32
+
+    def _victim_chunks(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``images`` ``(m, C, H, W)`` in the chunks the victim classifies, never a lone image split off a larger
+        call: a victim may round a lone image's logits differently from the same image in a batch (ResNet-20 does,
+        last bits), and which images end up alone should not depend on the chunk size."""
+        cpu_module = images.device.type == "cpu" and isinstance(self.classifier, nn.Module)
+        size = self.CPU_VICTIM_IMAGES if cpu_module else max(self.batch_size, 256)
+        chunks = list(torch.split(images, size))
+        if len(chunks) > 1 and len(chunks[-1]) == 1:
+            chunks[-2:] = [images[-size - 1 :]]
+        return chunks
+
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax of the victim on ``(m, C, H, W)`` images, in chunks of ``batch_size``."""
+        """Softmax of the victim on ``(m, C, H, W)`` images, in chunks (:meth:`_victim_chunks`)."""
         out = []
-        for chunk in torch.split(images, max(self.batch_size, 256)):
+        for chunk in self._victim_chunks(images):
             if isinstance(self.classifier, nn.Module):
                 with torch.no_grad():
                     logits = self.classifier(chunk)
