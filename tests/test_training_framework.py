@@ -67,6 +67,23 @@ def test_stage_resumes_exactly(tmp_path):
     torch.testing.assert_close(train(6, tmp_path / "resumed"), straight)
 
 
+def test_stage_seconds_are_those_of_its_last_checkpoint(tmp_path):
+    """A resumed run's seconds minus the interrupted run's are the resumed iterations' time, never negative: the
+    stage reports the seconds its last checkpoint holds, not a later clock (the write of the checkpoint came after)."""
+    layer = nn.Linear(2, 1)
+    optimisation = Optimisation(layer.parameters(), torch.optim.SGD(layer.parameters(), lr=0.1), Schedule(total=4))
+    context = RunContext.create(tmp_path, "cpu")
+
+    def step(i: int) -> float:
+        return optimisation.step(layer(torch.ones(1, 2)).pow(2).mean(), i)
+
+    first = run_stage(context, "stage", "stage", step, {"layer": layer}, optimisation, 2, every=1).seconds
+    assert first == torch.load(tmp_path / "stage.pt", weights_only=True)["seconds"]
+    second = run_stage(context, "stage", "stage", step, {"layer": layer}, optimisation, 4, every=1).seconds
+    assert second == torch.load(tmp_path / "stage.pt", weights_only=True)["seconds"] and second > first
+    assert run_stage(context, "stage", "stage", step, {"layer": layer}, optimisation, 4).seconds == second
+
+
 def test_run_context_checks_the_device(tmp_path):
     with pytest.raises(ValueError, match="device"):
         RunContext.create(tmp_path, "tpu")

@@ -406,8 +406,8 @@ def accuracies(classify: Callable[[torch.Tensor], torch.Tensor], labels: torch.T
 
 @dataclass
 class StageResult:
-    """What a stage did: the loss log ``[(iteration, mean loss)]``, its wall time in seconds (including the time
-    before any resume) and the validation log ``[(iteration, metrics)]`` of this run."""
+    """What a stage did: the loss log ``[(iteration, mean loss)]``, its wall time in seconds up to its last checkpoint
+    (including the time before any resume) and the validation log ``[(iteration, metrics)]`` of this run."""
 
     log: list[tuple[int, float]]
     seconds: float
@@ -440,12 +440,16 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
     def elapsed() -> float:
         return before + time.perf_counter() - began
 
+    recorded = [before]  # the seconds the last checkpoint holds: what the stage reports, so that a resumed run's
+    # seconds minus the interrupted run's are the resumed iterations' time (not less the interrupted run's last write)
+
     def save(iteration: int) -> None:
+        recorded[0] = elapsed()
         if is_main:
             checkpoint.save({"modules": {k: m.state_dict() for k, m in modules.items()},
                              "optimisation": optimisation.state_dict(), "iteration": iteration,
                              "log": torch.tensor(log if log else np.zeros((0, 2)), dtype=torch.float64),
-                             "seconds": elapsed()})
+                             "seconds": recorded[0]})
 
     losses: list[float] = []  # read, since the last log line
     pending: list[torch.Tensor | float] = []  # not read yet
@@ -470,4 +474,4 @@ def run_stage(context: RunContext, name: str, checkpoint: str, step: Callable[[i
             save(i + 1)
     averaged = [] if optimisation.ema is None else [optimisation.ema.module]
     context.distributed.broadcast_buffers([*modules.values(), *averaged])
-    return StageResult(log, elapsed(), validations)
+    return StageResult(log, recorded[0], validations)
