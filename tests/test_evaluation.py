@@ -275,6 +275,25 @@ def test_merged_shards_keep_what_every_shard_noted():
     assert ResultTable.merge([shard(0, ""), shard(1, "")]).rows[0].note == ""
 
 
+def test_protocol_means_are_averaged_when_rows_combine():
+    """A protocol row's mean single-draw accuracies are means over its images: merged shards weight them by their
+    images, rows over seeds average them and gather the seeds (the first row's values were kept before)."""
+    def row(seed, n, sa, ra, first=0):
+        params = {"protocol": "worst", "protocol_seeds": [seed], "mean_single_draw_sa": sa, "mean_single_draw_ra": ra}
+        table = ResultTable([ResultRow.from_counts(f"dir:seed={seed}", "eot", "pgd [worst of 4]", n, 0, n, 1.0, "",
+                                                   {"seed": seed}, params)],
+                            meta={"shard": [first, 2], "images": [first, first + n - 1]})
+        return table
+
+    merged = ResultTable.merge([row(0, 1, 100.0, 50.0), row(0, 3, 20.0, 10.0, first=1)]).rows[0].attack_params
+    assert merged["mean_single_draw_sa"] == 40.0 and merged["mean_single_draw_ra"] == 20.0
+    assert merged["protocol_seeds"] == [0]
+    seeds = ResultTable([row(0, 4, 80.0, None).rows[0], row(1, 4, 60.0, None).rows[0]]).over_seeds()
+    params = seeds.rows[0].attack_params
+    assert params["mean_single_draw_sa"] == 70.0 and params["mean_single_draw_ra"] is None
+    assert params["protocol_seeds"] == [0, 1]
+
+
 def test_merge_of_shards_equals_counts(tiny_model, images, labels):
     spec = AttackSpec("fgsm")
     defences = {"r": ResamplingPreprocessor(device_type="cpu")}

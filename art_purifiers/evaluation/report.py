@@ -36,6 +36,25 @@ def _joined_notes(labels: list[str], notes: list[str]) -> str:
     return " / ".join(f"{label}: {note or '-'}" for label, note in zip(labels, notes, strict=True))
 
 
+#: Row settings that are means over the row's images (a test-time protocol's mean single-draw accuracies): rows
+#: combined over shards or deployment seeds average them, weighted by their images.
+_MEANS = ("mean_single_draw_sa", "mean_single_draw_ra")
+
+
+def _combined_attack_params(rows: list[ResultRow]) -> dict:
+    """The attack settings of ``rows`` combined into one row's: the first row's, with :data:`_MEANS` averaged
+    (weighted by ``n``) and a protocol's seeds gathered from every row."""
+    params = dict(rows[0].attack_params)
+    for key in _MEANS:
+        values = [row.attack_params.get(key) for row in rows]
+        if key in params and all(value is not None for value in values):
+            params[key] = sum(value * row.n for value, row in zip(values, rows, strict=True)) / sum(r.n for r in rows)
+    if params.get("protocol_seeds") is not None:
+        seeds = [seed for row in rows for seed in row.attack_params.get("protocol_seeds") or []]
+        params["protocol_seeds"] = list(dict.fromkeys(seeds))
+    return params
+
+
 def _readable(key: str, value) -> str:
     """A setting of the table's footer as plain text: no Python dictionaries or lists; budgets as fractions of 255;
     fingerprints shortened (the JSON keeps them whole)."""
@@ -189,7 +208,7 @@ class ResultTable:
             merged.add(ResultRow.from_counts(first.defence, first.threat, first.attack, sum(r.sa_correct for r in rows),
                                              robust, sum(r.n for r in rows), sum(r.seconds for r in rows),
                                              _joined_notes(labels, [r.note for r in rows]), first.defence_params,
-                                             first.attack_params))
+                                             _combined_attack_params(list(rows))))
         return merged
 
     def over_seeds(self) -> ResultTable:
@@ -218,7 +237,7 @@ class ResultTable:
             note = f"mean over deployment seeds {seeds} ({', '.join(spread)})" + (f"; {notes}" if notes else "")
             table.add(ResultRow(name, threat, attack, sum(r.sa for r in rows) / len(rows), robust, rows[0].n,
                                 rows[0].seconds, note, {**rows[0].defence_params, "seed": seeds},
-                                rows[0].attack_params))
+                                _combined_attack_params(rows)))
         return table
 
     def reading(self) -> str | None:
