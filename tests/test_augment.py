@@ -4,13 +4,11 @@ generator's, and the benchmark's quick run."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
 from art_purifiers.training.idfr import ConvexPairs
 from art_purifiers.training.irad import stage1_inputs
@@ -21,13 +19,7 @@ SEEDS = range(4)
 
 def _benchmark():
     """benchmarks/augment.py as a module: the old loops and the timing."""
-    if "augment_benchmark" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "augment.py"
-        spec = importlib.util.spec_from_file_location("augment_benchmark", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["augment_benchmark"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["augment_benchmark"]
+    return load_benchmark("augment")
 
 
 def _same_draws(old, new, seed: int) -> None:

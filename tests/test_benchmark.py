@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from defences_under_contract import ConvPurifier
 
 from art_purifiers import ResamplingPreprocessor
@@ -83,18 +84,8 @@ def test_matmul_flops_per_second():
 # --- benchmarks/gpu.py: the prepared GPU benchmark, run here in its CPU dry-run mode ---------------------------------
 
 def _gpu_benchmark():
-    """benchmarks/gpu.py as a module (registered, as its dataclasses need)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if "gpu_benchmark" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
-        spec = importlib.util.spec_from_file_location("gpu_benchmark", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["gpu_benchmark"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["gpu_benchmark"]
+    """benchmarks/gpu.py as a module."""
+    return load_benchmark("gpu")
 
 
 def _has_figures(item: dict) -> bool:

@@ -8,6 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from defences_under_contract import TINY_DIP, dip_victim
 from torch import nn
 
@@ -30,13 +31,9 @@ def generators(seeds):
 
 def tiny_victim() -> nn.Module:
     """A small classifier of ``SIDE x SIDE`` images, in float64 (the gradient check's precision), with weights
-    scaled up so that its labels change along a 12-iteration trace (the DIP defence then has boundary pairs)."""
-    torch.manual_seed(1)
-    victim = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 25, 10))
-    with torch.no_grad():
-        for parameter in victim.parameters():
-            parameter.mul_(20)
-    return victim.double().eval()
+    scaled up so that its labels change along a 12-iteration trace (the DIP defence then has boundary pairs): the
+    victim of ``benchmarks/dip_full_gradient_check.py``."""
+    return load_benchmark("dip_full_gradient_check").steep_victim()
 
 
 def dip_factory(victim: nn.Module):
