@@ -6,7 +6,8 @@ the two give identical tensors, and their share of one training step at the CPU 
     python benchmarks/augment.py --quick   # smoke presets, a second or two (run by the test suite)
 
 The functions: victim-at's random crops and flips, IRAD's inpainting squares (stage 1 with ``task=inpainting``) and
-IDFR's convex pairs (the restorer's batches). Images and embeddings are random: the cost does not depend on them.
+IDFR's convex pairs (the restorer's batches; still a loop, to keep its random stream, so its "old" and "new" are the
+same draws and its figures give the loop's cost and share). Images and embeddings are random: the cost does not depend on them.
 A training step is timed through the trainer itself (a few iterations of a fresh run, divided; the run's last
 checkpoint write is included). The old loops below are the reference the vectorised functions are tested against
 (``tests/test_augment.py``): same random draws in the same order, same tensors.
@@ -58,7 +59,7 @@ def loop_inpainting(clean: torch.Tensor, generator: torch.Generator) -> torch.Te
 
 
 def loop_pairs(pairs: idfr.ConvexPairs, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """IDFR's ``ConvexPairs.draw`` as a loop over pairs, two scalar ``randint`` per pair."""
+    """IDFR's ``ConvexPairs.draw`` as it was before it became device-safe (it is still this loop)."""
     labels = torch.tensor(pairs.classes)[torch.randint(len(pairs.classes), (batch,), generator=generator)]
     first, second = [], []
     for label in labels.tolist():
