@@ -8,9 +8,9 @@ the two give identical tensors, and their share of one training step at the CPU 
 The functions: victim-at's random crops and flips, IRAD's inpainting squares (stage 1 with ``task=inpainting``) and
 IDFR's convex pairs (the restorer's batches; still a loop, to keep its random stream, so its "old" and "new" are the
 same draws and its figures give the loop's cost and share). Images and embeddings are random: the cost does not
-depend on them. A training step is timed through the trainer itself (a few iterations of a fresh run, divided; the run's last
-checkpoint write is included). The old loops below are the reference the vectorised functions are tested against
-(``tests/test_augment.py``): same random draws in the same order, same tensors.
+depend on them. A training step is timed through the trainer itself (a few iterations of a fresh run, divided; the
+run's last checkpoint write is included). The old loops below are the reference the vectorised functions are tested
+against (``tests/test_augment.py``): same random draws in the same order, same tensors.
 """
 
 from __future__ import annotations
